@@ -1,0 +1,132 @@
+//! Dispatch by content type: gRPC, grpc-web, or plain HTTP.
+//!
+//! The content type decides, not the HTTP version: grpc-web works over
+//! HTTP/1.1 and HTTP/2 alike, and a request that is neither gRPC nor
+//! grpc-web gets a plain HTTP answer that says what the edge speaks.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, Version, header};
+use http_body_util::Full;
+use tonic::body::Body;
+use tonic_web::GrpcWebService;
+use tower::{Layer, ServiceExt};
+use valora_mesh::apikey::{API_KEY_HEADER, KeyVerifier, check_key_syntax};
+
+use crate::grpc::GrpcRouter;
+
+/// What a request is, judged by its content type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Grpc,
+    GrpcWeb,
+    Other,
+}
+
+fn kind(request: &Request<Body>) -> Kind {
+    let content_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let essence = content_type.split(';').next().unwrap_or_default().trim();
+    match essence.to_ascii_lowercase().as_str() {
+        "application/grpc-web" | "application/grpc-web+proto" | "application/grpc-web-text"
+        | "application/grpc-web-text+proto" => Kind::GrpcWeb,
+        "application/grpc" | "application/grpc+proto" => Kind::Grpc,
+        _ => Kind::Other,
+    }
+}
+
+/// The edge's innermost service below CORS.
+#[derive(Clone)]
+pub struct Dispatch {
+    grpc: GrpcRouter,
+    grpc_web: GrpcWebService<GrpcRouter>,
+    keys: Arc<dyn KeyVerifier>,
+}
+
+impl Dispatch {
+    pub fn new(grpc: GrpcRouter, keys: Arc<dyn KeyVerifier>) -> Self {
+        let grpc_web = tonic_web::GrpcWebLayer::new().layer(grpc.clone());
+        Self { grpc, grpc_web, keys }
+    }
+}
+
+impl tower::Service<Request<Body>> for Dispatch {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            let response = match kind(&request) {
+                Kind::GrpcWeb if request.method() == Method::POST => {
+                    this.grpc_web.oneshot(request).await?
+                }
+                Kind::Grpc if request.version() == Version::HTTP_2 && request.method() == Method::POST => {
+                    this.grpc.oneshot(request).await?
+                }
+                Kind::Grpc if request.method() == Method::POST => plain(
+                    StatusCode::HTTP_VERSION_NOT_SUPPORTED,
+                    "gRPC needs HTTP/2; over HTTP/1.1 use grpc-web \
+                     (content-type application/grpc-web+proto)\n",
+                ),
+                Kind::Grpc | Kind::GrpcWeb => {
+                    let mut response = plain(StatusCode::METHOD_NOT_ALLOWED, "gRPC calls use POST\n");
+                    response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+                    response
+                }
+                Kind::Other => this.other(request).await,
+            };
+            Ok(response)
+        })
+    }
+}
+
+impl Dispatch {
+    /// Plain HTTP: the API key is checked first (401 with
+    /// `WWW-Authenticate` when missing or wrong), then the edge explains
+    /// which content types it accepts.
+    async fn other(&self, request: Request<Body>) -> Response<Body> {
+        let key = request.headers().get(API_KEY_HEADER).map(|v| v.as_bytes()).unwrap_or_default();
+        let verdict = match check_key_syntax(key) {
+            Ok(key) => self.keys.verify(key).await.map(drop),
+            Err(rejection) => Err(rejection),
+        };
+        if let Err(rejection) = verdict {
+            let mut response =
+                plain(StatusCode::UNAUTHORIZED, &format!("{rejection}\n"));
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("ApiKey realm=\"valora\", header=\"x-api-key\""),
+            );
+            return response;
+        }
+        plain(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "this endpoint serves gRPC (content-type application/grpc over HTTP/2) and \
+             grpc-web (application/grpc-web+proto or application/grpc-web-text+proto)\n",
+        )
+    }
+}
+
+/// A plain-text HTTP response.
+pub fn plain(status: StatusCode, text: &str) -> Response<Body> {
+    let mut response = Response::new(Body::new(Full::new(Bytes::from(text.to_owned()))));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response
+}

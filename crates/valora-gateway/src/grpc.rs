@@ -1,0 +1,223 @@
+//! The gRPC side of the edge: API-key check, then local services
+//! (reflection, health) or a transparent hop to an internal service.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use http::{HeaderMap, HeaderValue, Request, Response, header};
+use tonic::Status;
+use tonic::body::Body;
+use tonic::service::Routes;
+use tonic::transport::Channel;
+use tower::ServiceExt;
+use valora_mesh::Principal;
+use valora_mesh::apikey::{API_KEY_HEADER, KeyRejection, KeyVerifier, check_key_syntax};
+use valora_mesh::policy::split_grpc_path;
+use valora_mesh::principal::PRINCIPAL_HEADER;
+
+use crate::deadline::{self, GRPC_TIMEOUT};
+
+/// gRPC paths that need no API key: health checks, so that load balancers
+/// and orchestrators can probe without credentials. Matched exactly.
+pub const KEY_EXEMPT_PATHS: [&str; 2] =
+    ["/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch"];
+
+/// Services the edge answers itself (after the API-key check).
+const LOCAL_SERVICES: [&str; 3] = [
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+];
+
+/// Query parameters in which clients sometimes put API keys; the edge
+/// refuses such requests so that keys do not end up in URL logs.
+const KEY_QUERY_PARAMETERS: [&str; 5] = ["api_key", "apikey", "api-key", "x-api-key", "key"];
+
+/// Request headers that never cross the edge: hop-by-hop headers, the
+/// client's credentials (the internal hop carries the verified principal
+/// instead) and any principal the client tried to supply itself.
+const STRIPPED_HEADERS: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    API_KEY_HEADER,
+    "authorization",
+    PRINCIPAL_HEADER,
+];
+
+/// An internal service the edge forwards to.
+#[derive(Clone, Debug)]
+pub struct Upstream {
+    /// Short name for logs and errors, such as `marketplace`.
+    pub name: &'static str,
+    pub channel: Channel,
+}
+
+/// The edge's gRPC router.
+#[derive(Clone)]
+pub struct GrpcRouter {
+    state: Arc<RouterState>,
+}
+
+struct RouterState {
+    keys: Arc<dyn KeyVerifier>,
+    local: Routes,
+    /// Full service name -> upstream.
+    upstreams: HashMap<String, Upstream>,
+}
+
+impl GrpcRouter {
+    pub fn new(keys: Arc<dyn KeyVerifier>, local: Routes, upstreams: HashMap<String, Upstream>) -> Self {
+        Self { state: Arc::new(RouterState { keys, local, upstreams }) }
+    }
+}
+
+impl tower::Service<Request<Body>> for GrpcRouter {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        let state = self.state.clone();
+        Box::pin(async move { Ok(state.route(request).await) })
+    }
+}
+
+impl RouterState {
+    async fn route(&self, request: Request<Body>) -> Response<Body> {
+        let arrived = Instant::now();
+        let path = request.uri().path().to_owned();
+        if KEY_EXEMPT_PATHS.contains(&path.as_str()) {
+            return self.local(request).await;
+        }
+        let principal = match self.authenticate(request.uri().query(), request.headers()).await {
+            Ok(principal) => principal,
+            Err(rejection) => {
+                tracing::info!(path, reason = rejection.as_str(), "call rejected: API key");
+                return Status::unauthenticated(rejection.to_string()).into_http();
+            }
+        };
+        let Some((service, _method)) = split_grpc_path(&path) else {
+            return Status::unimplemented(format!("{path:?} is not a gRPC method path")).into_http();
+        };
+        if LOCAL_SERVICES.contains(&service) {
+            return self.local(request).await;
+        }
+        match self.upstreams.get(service) {
+            Some(upstream) => forward(upstream, request, &principal, arrived).await,
+            None => Status::unimplemented(format!("unknown service {service}")).into_http(),
+        }
+    }
+
+    async fn local(&self, request: Request<Body>) -> Response<Body> {
+        match self.local.clone().oneshot(request).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        }
+    }
+
+    async fn authenticate(
+        &self,
+        query: Option<&str>,
+        headers: &HeaderMap,
+    ) -> Result<Principal, KeyRejection> {
+        if query.is_some_and(has_key_parameter) {
+            return Err(KeyRejection::InQueryString);
+        }
+        let mut values = headers.get_all(API_KEY_HEADER).iter();
+        let key = match (values.next(), values.next()) {
+            (None, _) => return Err(KeyRejection::Missing),
+            (Some(value), None) => check_key_syntax(value.as_bytes())?,
+            (Some(_), Some(_)) => return Err(KeyRejection::Malformed),
+        };
+        self.keys.verify(key).await
+    }
+}
+
+fn has_key_parameter(query: &str) -> bool {
+    query.split('&').any(|pair| {
+        let name = pair.split('=').next().unwrap_or_default();
+        KEY_QUERY_PARAMETERS.iter().any(|p| name.eq_ignore_ascii_case(p))
+    })
+}
+
+/// Sends a call to an internal service without decoding its messages.
+async fn forward(
+    upstream: &Upstream,
+    mut request: Request<Body>,
+    principal: &Principal,
+    arrived: Instant,
+) -> Response<Body> {
+    let budget = match request.headers().get(GRPC_TIMEOUT).map(|v| deadline::parse(v.as_bytes())) {
+        None => None,
+        Some(Ok(budget)) => Some(budget),
+        Some(Err(error)) => return Status::invalid_argument(error.to_string()).into_http(),
+    };
+    prepare_headers(request.headers_mut(), principal);
+
+    let remaining = budget.map(|b| b.saturating_sub(arrived.elapsed()));
+    if let Some(remaining) = remaining {
+        if remaining.is_zero() {
+            return deadline_exceeded();
+        }
+        if let Ok(value) = HeaderValue::try_from(deadline::encode(remaining)) {
+            request.headers_mut().insert(GRPC_TIMEOUT, value);
+        }
+    }
+
+    let call = upstream.channel.clone().oneshot(request);
+    let outcome = match remaining {
+        Some(remaining) => match tokio::time::timeout(remaining, call).await {
+            Ok(outcome) => outcome,
+            Err(_) => return deadline_exceeded(),
+        },
+        None => call.await,
+    };
+    match outcome {
+        Ok(response) => response,
+        Err(error) => {
+            tracing::warn!(upstream = upstream.name, %error, "internal service unreachable");
+            Status::unavailable(format!("the {} service is unavailable; retry later", upstream.name))
+                .into_http()
+        }
+    }
+}
+
+fn prepare_headers(headers: &mut HeaderMap, principal: &Principal) {
+    for name in STRIPPED_HEADERS {
+        headers.remove(name);
+    }
+    headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    if let Ok(value) = HeaderValue::try_from(principal.to_header_value()) {
+        headers.insert(PRINCIPAL_HEADER, value);
+    }
+}
+
+fn deadline_exceeded() -> Response<Body> {
+    Status::deadline_exceeded("deadline exceeded before the internal service answered").into_http()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detects_keys_in_query_strings() {
+        assert!(has_key_parameter("api_key=abc"));
+        assert!(has_key_parameter("a=1&X-API-KEY=abc"));
+        assert!(has_key_parameter("key"));
+        assert!(!has_key_parameter("monkey=1&keyboard=2"));
+    }
+}

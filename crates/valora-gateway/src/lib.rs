@@ -1,0 +1,112 @@
+//! The edge: VALORA's public gRPC and grpc-web front door.
+//!
+//! Layers, from the outside in: security headers and request id, CORS,
+//! grpc-web translation, the API-key check, then either a local service
+//! (reflection, health) or a transparent HTTP/2 hop over mutual TLS to the
+//! internal service that owns the called method.
+
+pub mod cors;
+pub mod deadline;
+pub mod dispatch;
+pub mod grpc;
+pub mod headers;
+pub mod listener;
+pub mod local;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::HeaderValue;
+use rustls::ServerConfig;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tonic::transport::Channel;
+use tower::ServiceBuilder;
+use tower::util::BoxCloneSyncService;
+use valora_mesh::apikey::KeyVerifier;
+use valora_mesh::tls::{read_certs, read_key};
+
+pub use grpc::Upstream;
+pub use headers::SecurityHeaders;
+
+/// Everything the edge needs to run.
+pub struct EdgeOptions {
+    /// Verifies API keys.
+    pub keys: Arc<dyn KeyVerifier>,
+    /// Exact origins allowed by CORS.
+    pub cors_origins: Vec<HeaderValue>,
+    pub security_headers: SecurityHeaders,
+    /// Public service name -> internal service that implements it.
+    pub upstreams: Vec<(String, Upstream)>,
+    /// TLS for the public listener; `None` serves cleartext (h2c and
+    /// HTTP/1.1), for development behind nothing or behind a TLS proxy.
+    pub tls: Option<Arc<ServerConfig>>,
+    /// How long in-flight calls may run after shutdown starts.
+    pub drain: Duration,
+}
+
+/// A failure to set up the edge.
+#[derive(Debug, thiserror::Error)]
+pub enum EdgeError {
+    #[error(transparent)]
+    Reflection(#[from] local::ReflectionError),
+    #[error("edge TLS: {0}")]
+    Tls(String),
+}
+
+/// Serves the edge on `listener` until `shutdown` turns true.
+pub async fn run(
+    listener: TcpListener,
+    options: EdgeOptions,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), EdgeError> {
+    let services: Vec<String> = options.upstreams.iter().map(|(name, _)| name.clone()).collect();
+    let (local, reporter) = local::local_routes(&services)?;
+    let probes: Vec<(String, Channel)> = options
+        .upstreams
+        .iter()
+        .map(|(name, upstream)| (name.clone(), upstream.channel.clone()))
+        .collect();
+    reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
+    let prober = tokio::spawn(local::probe_upstreams(reporter.clone(), probes));
+
+    let upstreams: HashMap<String, Upstream> = options.upstreams.into_iter().collect();
+    let router = grpc::GrpcRouter::new(options.keys.clone(), local, upstreams);
+    let dispatch = dispatch::Dispatch::new(router, options.keys);
+    let service = ServiceBuilder::new()
+        .layer(headers::SecurityHeadersLayer::new(options.security_headers))
+        .layer(cors::layer(options.cors_origins))
+        .service(dispatch);
+
+    let mut on_stop = shutdown.clone();
+    let health_on_stop = reporter.clone();
+    tokio::spawn(async move {
+        // Health turns NOT_SERVING first, so balancers stop sending new
+        // calls while in-flight ones drain.
+        let _ = on_stop.wait_for(|stop| *stop).await;
+        health_on_stop.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+    });
+
+    listener::serve(listener, options.tls, BoxCloneSyncService::new(service), shutdown, options.drain)
+        .await;
+    prober.abort();
+    Ok(())
+}
+
+/// Builds the public listener's TLS configuration from PEM files: TLS 1.2
+/// and 1.3 with rustls' default (forward-secret, AEAD-only) suites, ALPN
+/// `h2` and `http/1.1`.
+pub fn public_tls(cert: &PathBuf, key: &PathBuf) -> Result<Arc<ServerConfig>, EdgeError> {
+    let chain = read_certs(cert).map_err(|e| EdgeError::Tls(e.to_string()))?;
+    let key_der = read_key(key).map_err(|e| EdgeError::Tls(e.to_string()))?;
+    let mut config = ServerConfig::builder_with_provider(valora_mesh::tls::provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| EdgeError::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key_der)
+        .map_err(|e| EdgeError::Tls(format!("{} and {} do not form a usable pair: {e}", cert.display(), key.display())))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}

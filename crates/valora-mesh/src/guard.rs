@@ -1,0 +1,195 @@
+//! The admission layer of internal services: who is calling, may they call
+//! this method, and on whose behalf.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::request::Parts;
+use http::{Request, Response};
+use tonic::Status;
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+
+use crate::apikey::{API_KEY_HEADER, KeyVerifier, check_key_syntax};
+use crate::identity::Identity;
+use crate::policy::{Decision, Policy, split_grpc_path};
+use crate::principal::{PRINCIPAL_HEADER, Principal};
+
+/// Service name of gRPC health checking, callable by every mesh peer.
+pub const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
+/// Header carrying the request id from the edge.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// What a handler knows about the caller; inserted into request extensions.
+#[derive(Clone, Debug)]
+pub struct CallContext {
+    /// The workload identity from the peer's certificate.
+    pub peer: Identity,
+    /// The authenticated caller, absent for calls that need none.
+    pub principal: Option<Principal>,
+    /// Request id assigned by the edge, when present.
+    pub request_id: Option<String>,
+}
+
+impl CallContext {
+    /// The principal, or UNAUTHENTICATED when the call carries none.
+    pub fn require_principal(&self) -> Result<&Principal, Status> {
+        self.principal.as_ref().ok_or_else(|| Status::unauthenticated("missing caller credentials"))
+    }
+}
+
+/// Settings of the [`GuardLayer`].
+#[derive(Clone)]
+pub struct GuardConfig {
+    pub policy: Arc<Policy>,
+    pub keys: Arc<dyn KeyVerifier>,
+    /// Services whose calls need no principal, such as an internal verifier.
+    pub anonymous_services: HashSet<String>,
+}
+
+/// A tower layer enforcing [`GuardConfig`] in front of a tonic server.
+#[derive(Clone)]
+pub struct GuardLayer {
+    config: Arc<GuardConfig>,
+}
+
+impl GuardLayer {
+    pub fn new(config: GuardConfig) -> Self {
+        Self { config: Arc::new(config) }
+    }
+}
+
+impl<S> tower::Layer<S> for GuardLayer {
+    type Service = Guard<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Guard { inner, config: self.config.clone() }
+    }
+}
+
+/// The service made by [`GuardLayer`].
+#[derive(Clone)]
+pub struct Guard<S> {
+    inner: S,
+    config: Arc<GuardConfig>,
+}
+
+type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
+
+impl<S, B, R> tower::Service<Request<B>> for Guard<S>
+where
+    S: tower::Service<Request<B>, Response = Response<R>> + Clone + Send + 'static,
+    S::Future: Send,
+    B: Send + 'static,
+    R: Default + Send + 'static,
+{
+    type Response = Response<R>;
+    type Error = S::Error;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        // The clone is ready only after its own poll_ready; swap so the
+        // service that was polled handles this request.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let config = self.config.clone();
+        let (mut parts, body) = request.into_parts();
+        Box::pin(async move {
+            match admit(&config, &parts).await {
+                Ok(context) => {
+                    parts.extensions.insert(context);
+                    inner.call(Request::from_parts(parts, body)).await
+                }
+                Err(status) => Ok(status.into_http()),
+            }
+        })
+    }
+}
+
+async fn admit(config: &GuardConfig, request: &Parts) -> Result<CallContext, Status> {
+    let peer = peer_identity(request)?;
+    let request_id = header_str(request, REQUEST_ID_HEADER).map(str::to_owned);
+    let path = request.uri.path();
+    let Some((service, method)) = split_grpc_path(path) else {
+        // Not a gRPC path: let the router answer it.
+        return Ok(CallContext { peer, principal: None, request_id });
+    };
+    if service != HEALTH_SERVICE {
+        check_policy(&config.policy, &peer, service, method)?;
+    }
+    let principal = authenticate(config, request, &peer, service).await?;
+    Ok(CallContext { peer, principal, request_id })
+}
+
+fn check_policy(policy: &Policy, peer: &Identity, service: &str, method: &str) -> Result<(), Status> {
+    match policy.check(peer, service, method) {
+        Decision::Allow => Ok(()),
+        Decision::WouldDeny => {
+            tracing::warn!(%peer, service, method, "policy would deny this call (audit mode)");
+            Ok(())
+        }
+        Decision::Deny => {
+            tracing::warn!(%peer, service, method, "call denied by policy");
+            Err(Status::permission_denied(format!(
+                "{peer} may not call {service}/{method}"
+            )))
+        }
+    }
+}
+
+async fn authenticate(
+    config: &GuardConfig,
+    request: &Parts,
+    peer: &Identity,
+    service: &str,
+) -> Result<Option<Principal>, Status> {
+    let forwarded = request.headers.get(PRINCIPAL_HEADER);
+    if *peer == Identity::edge() {
+        return match forwarded {
+            Some(value) => Principal::from_header_value(value.as_bytes())
+                .map(Some)
+                .map_err(|e| Status::unauthenticated(e.to_string())),
+            None => Ok(None),
+        };
+    }
+    if forwarded.is_some() {
+        tracing::warn!(%peer, "forged principal header from a non-edge peer");
+        return Err(Status::permission_denied(format!(
+            "{PRINCIPAL_HEADER} is accepted only from {}; {peer} must send its own x-api-key",
+            Identity::edge()
+        )));
+    }
+    let anonymous = service == HEALTH_SERVICE || config.anonymous_services.contains(service);
+    let key = request.headers.get(API_KEY_HEADER).map(|v| v.as_bytes()).unwrap_or_default();
+    if anonymous && key.is_empty() {
+        return Ok(None);
+    }
+    let key = check_key_syntax(key).map_err(|e| Status::unauthenticated(e.to_string()))?;
+    match config.keys.verify(key).await {
+        Ok(principal) => Ok(Some(principal)),
+        Err(rejection) => {
+            tracing::info!(%peer, reason = rejection.as_str(), "API key rejected");
+            Err(Status::unauthenticated(rejection.to_string()))
+        }
+    }
+}
+
+fn peer_identity(request: &Parts) -> Result<Identity, Status> {
+    let certs = request
+        .extensions
+        .get::<TlsConnectInfo<TcpConnectInfo>>()
+        .and_then(TlsConnectInfo::peer_certs)
+        .ok_or_else(|| Status::unauthenticated("no client certificate"))?;
+    let leaf = certs.first().ok_or_else(|| Status::unauthenticated("no client certificate"))?;
+    Identity::from_certificate(leaf).map_err(|e| Status::unauthenticated(e.to_string()))
+}
+
+fn header_str<'a>(request: &'a Parts, name: &str) -> Option<&'a str> {
+    request.headers.get(name).and_then(|v| v.to_str().ok())
+}

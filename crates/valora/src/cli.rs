@@ -1,0 +1,193 @@
+//! Command-line interface. Every setting is a flag whose help names its
+//! environment variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use valora_telemetry::LogFormat;
+
+/// VALORA mesh: the marketplace and auth services, their mutual-TLS
+/// identities, and the gRPC / grpc-web edge in front of them.
+#[derive(Debug, Parser)]
+#[command(name = "valora", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Runs the edge and every service in one process for development,
+    /// connected over real mutual TLS on loopback.
+    Dev(DevArgs),
+    /// Runs one component.
+    #[command(subcommand)]
+    Serve(ServeCommand),
+    /// Applies database migrations (run with the database owner role).
+    Migrate(MigrateArgs),
+    /// Manages mesh certificates.
+    #[command(subcommand)]
+    Certs(CertsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServeCommand {
+    /// Runs the public edge.
+    Edge(EdgeArgs),
+    /// Runs the marketplace service.
+    Marketplace(MarketplaceArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertsCommand {
+    /// Writes a development CA and leaf certificates for edge, auth,
+    /// marketplace and engineer.
+    Dev(CertsDevArgs),
+}
+
+/// Settings every long-running command shares.
+#[derive(Debug, Clone, Args)]
+pub struct CommonArgs {
+    /// Folder of the mesh CA bundle (ca.pem) and each identity's NAME.pem
+    /// and NAME.key.
+    #[arg(long, env = "VALORA_CERTS_DIR", default_value = "./certs-dev", value_name = "DIR")]
+    pub certs_dir: PathBuf,
+
+    /// Address of the admin HTTP endpoint (/metrics, /healthz, /readyz).
+    #[arg(long, env = "VALORA_ADMIN_ADDR", default_value = "127.0.0.1:9090", value_name = "HOST:PORT")]
+    pub admin_addr: SocketAddr,
+
+    /// Log output: "human" or "json". RUST_LOG sets the level filter.
+    #[arg(long, env = "VALORA_LOG_FORMAT", default_value = "human", value_name = "FORMAT")]
+    pub log_format: LogFormat,
+
+    /// Seconds that in-flight calls may run after SIGTERM before the
+    /// process exits.
+    #[arg(long, env = "VALORA_DRAIN_SECONDS", default_value_t = 20, value_name = "SECONDS")]
+    pub drain_seconds: u64,
+}
+
+/// Static API keys.
+#[derive(Debug, Clone, Args)]
+pub struct KeyArgs {
+    /// Static API keys, comma-separated (a new key and the old one overlap
+    /// during rotation); each at least 32 characters. MARKETPLACE_API_KEY_FILE
+    /// names a file to read them from instead.
+    #[arg(long = "api-keys", env = "MARKETPLACE_API_KEY", hide_env_values = true, value_name = "KEYS")]
+    pub api_keys: Option<String>,
+
+    /// File holding the static API keys, re-read when it changes.
+    #[arg(long = "api-keys-file", env = "MARKETPLACE_API_KEY_FILE", value_name = "FILE")]
+    pub api_keys_file: Option<PathBuf>,
+}
+
+/// Settings of the edge.
+#[derive(Debug, Clone, Args)]
+pub struct EdgeSettings {
+    /// Address of the public listener.
+    #[arg(long, env = "VALORA_EDGE_ADDR", default_value = "127.0.0.1:8080", value_name = "HOST:PORT")]
+    pub edge_addr: SocketAddr,
+
+    /// Browser origins allowed by CORS, comma-separated exact origins such
+    /// as https://app.example.com. Empty allows none.
+    #[arg(long, env = "VALORA_CORS_ALLOW_ORIGINS", default_value = "", value_name = "ORIGINS")]
+    pub cors_allow_origins: String,
+
+    /// PEM certificate chain of the public listener; with --tls-key, the
+    /// edge serves TLS instead of cleartext.
+    #[arg(long, env = "VALORA_EDGE_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of the public listener.
+    #[arg(long, env = "VALORA_EDGE_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(flatten)]
+    pub edge: EdgeSettings,
+    #[command(flatten)]
+    pub keys: KeyArgs,
+
+    /// Folder for development state: SQLite databases and the generated
+    /// API key.
+    #[arg(long, env = "VALORA_STATE_DIR", default_value = "./.valora", value_name = "DIR")]
+    pub state_dir: PathBuf,
+
+    /// Address of the marketplace service's mutual-TLS listener.
+    #[arg(long, env = "VALORA_MARKETPLACE_ADDR", default_value = "127.0.0.1:50052", value_name = "HOST:PORT")]
+    pub marketplace_addr: SocketAddr,
+
+    /// Database of the marketplace service; SQLite under the state folder
+    /// when unset.
+    #[arg(long, env = "MARKETPLACE_DATABASE_URL", hide_env_values = true, value_name = "URL")]
+    pub marketplace_database_url: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct EdgeArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(flatten)]
+    pub edge: EdgeSettings,
+    #[command(flatten)]
+    pub keys: KeyArgs,
+
+    /// Address of the marketplace service (HOST:PORT; the host may be a
+    /// DNS name).
+    #[arg(long, env = "VALORA_MARKETPLACE_ADDR", default_value = "127.0.0.1:50052", value_name = "HOST:PORT")]
+    pub marketplace_addr: String,
+}
+
+#[derive(Debug, Args)]
+pub struct MarketplaceArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(flatten)]
+    pub keys: KeyArgs,
+
+    /// Address of the marketplace service's mutual-TLS listener.
+    #[arg(long, env = "VALORA_MARKETPLACE_ADDR", default_value = "127.0.0.1:50052", value_name = "HOST:PORT")]
+    pub marketplace_addr: SocketAddr,
+
+    /// Database URL: postgres://USER@HOST/DB?sslmode=verify-full in
+    /// production, or sqlite://PATH?mode=rwc.
+    #[arg(long, env = "MARKETPLACE_DATABASE_URL", hide_env_values = true, value_name = "URL")]
+    pub marketplace_database_url: String,
+}
+
+/// Which service's migrations to apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MigrationTarget {
+    Marketplace,
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// The service whose tables to migrate.
+    pub service: MigrationTarget,
+
+    /// Database URL with owner rights; defaults to the service's database
+    /// variable (MARKETPLACE_DATABASE_URL).
+    #[arg(long, env = "VALORA_MIGRATE_DATABASE_URL", hide_env_values = true, value_name = "URL")]
+    pub database_url: Option<String>,
+
+    /// The marketplace database, used when --database-url is not given.
+    #[arg(long, env = "MARKETPLACE_DATABASE_URL", hide_env_values = true, value_name = "URL", hide = true)]
+    pub marketplace_database_url: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CertsDevArgs {
+    /// Folder to write the certificates and keys to.
+    #[arg(long, env = "VALORA_CERTS_DIR", default_value = "./certs-dev", value_name = "DIR")]
+    pub certs_dir: PathBuf,
+
+    /// Keep the existing CA and issue fresh leaf certificates.
+    #[arg(long)]
+    pub rotate: bool,
+}

@@ -1,0 +1,6 @@
+//! One module per subcommand.
+
+pub(crate) mod certs;
+pub(crate) mod dev;
+pub(crate) mod migrate;
+pub(crate) mod serve;

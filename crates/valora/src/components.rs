@@ -1,0 +1,146 @@
+//! Building and starting the processes' parts: listeners, services, the
+//! admin endpoint and signal handling.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tonic::service::Routes;
+use valora_marketplace::events::EventHub;
+use valora_marketplace::{Marketplace, MarketplaceApi, PoolOptions, Store};
+use valora_mesh::apikey::KeyVerifier;
+use valora_mesh::guard::GuardConfig;
+use valora_mesh::identity::Identity;
+use valora_mesh::policy::{Policy, PolicyMode};
+use valora_mesh::server::InternalServer;
+use valora_mesh::tls::{MeshTls, TlsFiles};
+use valora_proto::marketplace::v1::marketplace_service_server::{
+    MarketplaceServiceServer, SERVICE_NAME as MARKETPLACE_SERVICE,
+};
+use valora_telemetry::{AdminServer, Readiness};
+
+/// Binds a TCP listener, naming the setting on failure.
+pub(crate) async fn bind(addr: SocketAddr, setting: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.with_context(|| {
+        format!("{setting}: cannot listen on {addr}; choose a free address or stop the process using it")
+    })
+}
+
+/// Loads the mesh identity `identity` from `certs_dir`.
+pub(crate) fn mesh_tls(certs_dir: &Path, identity: &Identity) -> anyhow::Result<Arc<MeshTls>> {
+    let files = TlsFiles::in_dir(certs_dir, identity);
+    MeshTls::load(files, identity).with_context(|| {
+        format!(
+            "cannot load the {identity} certificate from {} (VALORA_CERTS_DIR); \
+             run `valora certs dev` for development certificates",
+            certs_dir.display()
+        )
+    })
+}
+
+/// The built-in authorization policy: the edge and engineers may call the
+/// public marketplace service; nothing else is allowed.
+pub(crate) fn default_policy() -> Policy {
+    Policy::new(PolicyMode::Enforce)
+        .allow_service(Identity::edge(), MARKETPLACE_SERVICE)
+        .allow_service(Identity::engineer(), MARKETPLACE_SERVICE)
+        .allow_service(Identity::engineer(), "grpc.reflection.v1.ServerReflection")
+        .allow_service(Identity::engineer(), "grpc.reflection.v1alpha.ServerReflection")
+}
+
+/// Connects to the marketplace database.
+pub(crate) async fn marketplace_store(url: &str) -> anyhow::Result<Store> {
+    Store::connect(url, &PoolOptions::default())
+        .await
+        .context("MARKETPLACE_DATABASE_URL: cannot connect to the marketplace database")
+}
+
+/// The marketplace's internal server, ready to run.
+pub(crate) fn marketplace_server(
+    listener: TcpListener,
+    tls: Arc<MeshTls>,
+    store: Store,
+    keys: Arc<dyn KeyVerifier>,
+    drain: Duration,
+    shutdown: watch::Receiver<bool>,
+) -> InternalServer {
+    let api = MarketplaceApi::new(Marketplace::new(store, EventHub::default()), shutdown);
+    InternalServer {
+        name: "marketplace",
+        listener,
+        tls,
+        guard: GuardConfig {
+            policy: Arc::new(default_policy()),
+            keys,
+            anonymous_services: HashSet::new(),
+        },
+        routes: Routes::new(MarketplaceServiceServer::new(api)),
+        services: vec![MARKETPLACE_SERVICE.to_owned()],
+        drain,
+        on_handshake_failure: Arc::new(|reason| {
+            metrics::counter!("valora_tls_handshake_failures_total", "listener" => "marketplace", "reason" => reason.as_str())
+                .increment(1);
+        }),
+    }
+}
+
+/// Starts the admin endpoint on `addr`.
+pub(crate) async fn start_admin(
+    addr: SocketAddr,
+    readiness: Readiness,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<SocketAddr> {
+    let metrics = valora_telemetry::install_metrics();
+    let listener = bind(addr, "VALORA_ADMIN_ADDR (--admin-addr)").await?;
+    let server = AdminServer::new(listener, metrics, readiness);
+    let local = server.local_addr()?;
+    tokio::spawn(server.serve(shutdown));
+    Ok(local)
+}
+
+/// A readiness check that pings a database.
+pub(crate) fn database_check(store: Store) -> valora_telemetry::ReadinessCheck {
+    Arc::new(move || {
+        let store = store.clone();
+        Box::pin(async move { store.ping().await.map_err(|e| e.to_string()) })
+    })
+}
+
+/// Turns true on SIGTERM or SIGINT.
+pub(crate) fn shutdown_on_signal() -> (watch::Sender<bool>, watch::Receiver<bool>) {
+    let (tx, rx) = watch::channel(false);
+    let signal_tx = tx.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown signal received");
+        let _ = signal_tx.send(true);
+    });
+    (tx, rx)
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

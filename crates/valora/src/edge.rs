@@ -1,0 +1,43 @@
+//! Assembling the edge's options from settings.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use valora_gateway::{EdgeOptions, SecurityHeaders, Upstream};
+use valora_mesh::apikey::KeyVerifier;
+use valora_mesh::identity::Identity;
+use valora_mesh::tls::{MeshTls, mesh_channel};
+use valora_proto::marketplace::v1::marketplace_service_server::SERVICE_NAME as MARKETPLACE_SERVICE;
+
+use crate::cli::EdgeSettings;
+use crate::settings::SettingError;
+
+/// Checks the edge settings and builds its options.
+pub(crate) fn options(
+    settings: &EdgeSettings,
+    keys: Arc<dyn KeyVerifier>,
+    tls: &Arc<MeshTls>,
+    marketplace_addr: &str,
+    drain: Duration,
+) -> anyhow::Result<EdgeOptions> {
+    let cors_origins = valora_gateway::cors::parse_origins(&settings.cors_allow_origins)
+        .map_err(|e| SettingError::new("VALORA_CORS_ALLOW_ORIGINS", e.to_string(), "fix or remove that entry"))?;
+    let channel = mesh_channel(tls, marketplace_addr, &Identity::marketplace()).map_err(|e| {
+        SettingError::new("VALORA_MARKETPLACE_ADDR", e.to_string(), "use HOST:PORT such as 127.0.0.1:50052")
+    })?;
+    let public_tls = match (&settings.tls_cert, &settings.tls_key) {
+        (Some(cert), Some(key)) => Some(valora_gateway::public_tls(cert, key)?),
+        _ => None,
+    };
+    Ok(EdgeOptions {
+        keys,
+        cors_origins,
+        security_headers: SecurityHeaders::default(),
+        upstreams: vec![(
+            MARKETPLACE_SERVICE.to_owned(),
+            Upstream { name: "marketplace", channel },
+        )],
+        tls: public_tls,
+        drain,
+    })
+}

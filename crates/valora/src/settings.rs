@@ -1,0 +1,83 @@
+//! Turning command-line settings into checked values, with errors that name
+//! the setting, the problem and the fix.
+
+use std::fmt;
+use std::path::Path;
+
+use valora_mesh::apikey::StaticKeys;
+
+use crate::cli::KeyArgs;
+
+/// A setting that cannot be used.
+#[derive(Debug)]
+pub(crate) struct SettingError {
+    /// Environment variable and flag, such as `VALORA_EDGE_ADDR (--edge-addr)`.
+    pub(crate) setting: String,
+    pub(crate) problem: String,
+    pub(crate) fix: String,
+}
+
+impl SettingError {
+    pub(crate) fn new(setting: impl Into<String>, problem: impl Into<String>, fix: impl Into<String>) -> Self {
+        Self { setting: setting.into(), problem: problem.into(), fix: fix.into() }
+    }
+}
+
+impl fmt::Display for SettingError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}; {}", self.setting, self.problem, self.fix)
+    }
+}
+
+impl std::error::Error for SettingError {}
+
+const KEYS_SETTING: &str = "MARKETPLACE_API_KEY (--api-keys)";
+const KEYS_FILE_SETTING: &str = "MARKETPLACE_API_KEY_FILE (--api-keys-file)";
+
+/// Reads the static API keys from the variable or the file; `None` when
+/// neither is set.
+pub(crate) fn static_keys(args: &KeyArgs) -> Result<Option<StaticKeys>, SettingError> {
+    match (&args.api_keys, &args.api_keys_file) {
+        (Some(_), Some(_)) => Err(SettingError::new(
+            KEYS_SETTING,
+            "is set together with MARKETPLACE_API_KEY_FILE",
+            "set only one of them",
+        )),
+        (Some(list), None) => parse_keys(list, KEYS_SETTING).map(Some),
+        (None, Some(path)) => read_keys_file(path).map(Some),
+        (None, None) => Ok(None),
+    }
+}
+
+/// Reads and parses a key file (one list, commas or line breaks between
+/// keys).
+pub(crate) fn read_keys_file(path: &Path) -> Result<StaticKeys, SettingError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        SettingError::new(
+            KEYS_FILE_SETTING,
+            format!("cannot read {}: {e}", path.display()),
+            "point it at a readable file",
+        )
+    })?;
+    let list = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(",");
+    parse_keys(&list, KEYS_FILE_SETTING)
+}
+
+fn parse_keys(list: &str, setting: &str) -> Result<StaticKeys, SettingError> {
+    StaticKeys::parse(list).map_err(|e| {
+        SettingError::new(setting, e.to_string(), "the key values are not shown here")
+    })
+}
+
+/// Rejects database URLs that are neither PostgreSQL nor SQLite.
+pub(crate) fn database_url(setting: &str, url: &str) -> Result<String, SettingError> {
+    let scheme = url.split_once("://").map(|(s, _)| s).unwrap_or_default();
+    match scheme {
+        "postgres" | "postgresql" | "sqlite" => Ok(url.to_owned()),
+        _ => Err(SettingError::new(
+            setting,
+            "is not a postgres:// or sqlite:// URL",
+            "use postgres://USER@HOST/DB?sslmode=verify-full or sqlite://PATH?mode=rwc",
+        )),
+    }
+}
