@@ -1,0 +1,15 @@
+#![allow(unreachable_pub, reason = "test modules share helpers through pub items")]
+
+//! End-to-end tests: real `valora dev` processes, real mutual TLS, a real
+//! database, and clients nobody here wrote (grpcurl, Python grpcio).
+
+mod api_keys;
+mod dev_command;
+mod grpcurl;
+mod mtls;
+mod python;
+mod readme;
+mod restart;
+mod streaming;
+mod support;
+mod validation;

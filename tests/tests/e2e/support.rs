@@ -1,0 +1,303 @@
+//! Test support: free ports, a running development mesh as a real process,
+//! clients, external tools and fresh PostgreSQL databases.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tonic::metadata::MetadataValue;
+use tonic::service::Interceptor;
+use tonic::transport::Channel;
+use valora_proto::marketplace::v1::marketplace_service_client::MarketplaceServiceClient;
+
+/// The static API key the test meshes accept.
+pub const KEY: &str = "e2e-static-key-0123456789abcdef0123456789";
+/// A second accepted key, for overlap during rotation.
+pub const SECOND_KEY: &str = "e2e-second-key-abcdef0123456789abcdef01234";
+
+/// Whether this run is CI, where missing infrastructure fails tests.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// A port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    listener.local_addr().expect("local address").port()
+}
+
+/// Options of a development mesh.
+#[derive(Clone, Debug, Default)]
+pub struct MeshOptions {
+    /// `MARKETPLACE_DATABASE_URL`; SQLite in the state folder when `None`.
+    pub database_url: Option<String>,
+    /// Static keys; [`KEY`] when `None`, and no key at all with `Some("")`.
+    pub api_keys: Option<String>,
+    /// Extra environment variables.
+    pub env: Vec<(String, String)>,
+}
+
+/// Ports and folders of a mesh, kept across restarts.
+#[derive(Debug)]
+pub struct MeshLayout {
+    pub dir: tempfile::TempDir,
+    pub edge: SocketAddr,
+    pub marketplace: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+impl MeshLayout {
+    pub fn new() -> Self {
+        let port = |_| SocketAddr::from(([127, 0, 0, 1], free_port()));
+        Self {
+            dir: tempfile::tempdir().expect("temporary folder"),
+            edge: port(0),
+            marketplace: port(1),
+            admin: port(2),
+        }
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    pub fn certs_dir(&self) -> PathBuf {
+        self.dir.path().join("certs")
+    }
+}
+
+/// A `valora dev` process; killed when dropped.
+pub struct DevMesh {
+    pub layout: MeshLayout,
+    child: Option<Child>,
+    log: PathBuf,
+    out: PathBuf,
+}
+
+impl DevMesh {
+    /// Starts a mesh on fresh ports and waits until it serves.
+    pub async fn start(options: MeshOptions) -> Self {
+        Self::start_in(MeshLayout::new(), options).await
+    }
+
+    /// Starts a mesh on an existing layout (after [`DevMesh::stop`]).
+    pub async fn start_in(layout: MeshLayout, options: MeshOptions) -> Self {
+        let run = std::fs::read_dir(layout.dir.path()).map(|d| d.count()).unwrap_or(0);
+        let log = layout.dir.path().join(format!("stderr-{run}.log"));
+        let out = layout.dir.path().join(format!("stdout-{run}.log"));
+        let mut command = Command::new(env!("CARGO_BIN_EXE_valora-e2e-node"));
+        command
+            .arg("dev")
+            .args(["--edge-addr", &layout.edge.to_string()])
+            .args(["--marketplace-addr", &layout.marketplace.to_string()])
+            .args(["--admin-addr", &layout.admin.to_string()])
+            .args(["--state-dir", &layout.state_dir().display().to_string()])
+            .args(["--certs-dir", &layout.certs_dir().display().to_string()])
+            .args(["--drain-seconds", "5"])
+            .current_dir(layout.dir.path())
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&out).expect("stdout file"))
+            .stderr(std::fs::File::create(&log).expect("log file"));
+        for (name, _) in std::env::vars() {
+            if name.starts_with("VALORA_") || name.starts_with("MARKETPLACE_") || name == "RUST_LOG" {
+                command.env_remove(name);
+            }
+        }
+        command.env("RUST_LOG", "info");
+        match options.api_keys.as_deref() {
+            None => {
+                command.env("MARKETPLACE_API_KEY", format!("{KEY},{SECOND_KEY}"));
+            }
+            Some("") => {}
+            Some(keys) => {
+                command.env("MARKETPLACE_API_KEY", keys);
+            }
+        }
+        if let Some(url) = &options.database_url {
+            command.env("MARKETPLACE_DATABASE_URL", url);
+        }
+        for (name, value) in &options.env {
+            command.env(name, value);
+        }
+        let child = command.spawn().expect("start valora dev");
+        let mut mesh = Self { layout, child: Some(child), log, out };
+        mesh.wait_until_serving().await;
+        mesh
+    }
+
+    async fn wait_until_serving(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!("valora dev exited with {status}; log:\n{}", self.logs());
+                }
+            }
+            if self.edge_health("").await == Some(1) && tcp_open(self.layout.marketplace) {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!("valora dev did not start in time; log:\n{}", self.logs());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The serving status the edge reports for `service` (1 is SERVING).
+    pub async fn edge_health(&self, service: &str) -> Option<i32> {
+        let channel = Channel::from_shared(format!("http://{}", self.layout.edge))
+            .ok()?
+            .connect_timeout(Duration::from_millis(500))
+            .connect()
+            .await
+            .ok()?;
+        let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
+        let request = tonic_health::pb::HealthCheckRequest { service: service.to_owned() };
+        client.check(request).await.ok().map(|r| r.get_ref().status)
+    }
+
+    /// The edge as `host:port`.
+    pub fn edge(&self) -> String {
+        self.layout.edge.to_string()
+    }
+
+    /// Everything the process logged so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Everything the process printed on standard output so far.
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(&self.out).unwrap_or_default()
+    }
+
+    /// A marketplace client through the edge with `key` (none when empty).
+    pub async fn client(&self, key: &str) -> MarketplaceServiceClient<tonic::service::interceptor::InterceptedService<Channel, KeyInterceptor>> {
+        let channel = Channel::from_shared(format!("http://{}", self.layout.edge))
+            .expect("edge URI")
+            .connect()
+            .await
+            .expect("connect to the edge");
+        MarketplaceServiceClient::with_interceptor(channel, KeyInterceptor(key.to_owned()))
+    }
+
+    /// Sends SIGTERM and waits for the process to exit; returns the layout
+    /// for a restart.
+    pub fn stop(mut self) -> MeshLayout {
+        self.terminate();
+        let layout = std::mem::replace(&mut self.layout, MeshLayout::new());
+        layout
+    }
+
+    fn terminate(&mut self) {
+        let Some(mut child) = self.child.take() else { return };
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+impl Drop for DevMesh {
+    fn drop(&mut self) {
+        self.terminate();
+    }
+}
+
+fn tcp_open(addr: SocketAddr) -> bool {
+    std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+}
+
+/// Adds `x-api-key` to every call.
+#[derive(Clone)]
+pub struct KeyInterceptor(pub String);
+
+impl Interceptor for KeyInterceptor {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if !self.0.is_empty() {
+            let value: MetadataValue<_> = self.0.parse().map_err(|_| tonic::Status::internal("bad key"))?;
+            request.metadata_mut().insert("x-api-key", value);
+        }
+        Ok(request)
+    }
+}
+
+/// Finds an external tool on PATH. Fails in CI when it is missing; outside
+/// CI returns `None` so that the caller can skip with a message.
+pub fn tool(name: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths).map(|dir| dir.join(name)).find(|p| p.is_file())
+    });
+    if found.is_none() {
+        assert!(!in_ci(), "{name} is required in CI but is not on PATH; .ci/run installs it");
+        eprintln!("skipping: {name} is not installed");
+    }
+    found
+}
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repository root").to_path_buf()
+}
+
+/// A fresh PostgreSQL database, dropped at the end of the test.
+pub struct PgDatabase {
+    pub url: String,
+    admin_url: String,
+    name: String,
+}
+
+/// Connection URL of the PostgreSQL server used by tests.
+pub fn postgres_admin_url() -> String {
+    std::env::var("VALORA_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+impl PgDatabase {
+    /// Creates a database; `None` (outside CI only) when PostgreSQL is not
+    /// reachable.
+    pub async fn create() -> Option<Self> {
+        use sea_orm::{ConnectionTrait, Database};
+        let admin_url = postgres_admin_url();
+        let admin = match Database::connect(&admin_url).await {
+            Ok(db) => db,
+            Err(error) => {
+                assert!(!in_ci(), "PostgreSQL at {admin_url} is required in CI: {error}");
+                eprintln!("skipping the PostgreSQL run: {error}");
+                return None;
+            }
+        };
+        let name = format!("valora_e2e_{}", uuid::Uuid::new_v4().simple());
+        admin
+            .execute_unprepared(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create a test database");
+        let base = admin_url.rsplit_once('/').map(|(base, _)| base).unwrap_or(&admin_url);
+        Some(Self { url: format!("{base}/{name}"), admin_url, name })
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let admin_url = self.admin_url.clone();
+        let name = self.name.clone();
+        // Drop runs outside any async context guarantee, so a small runtime
+        // on its own thread does the cleanup.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            runtime.block_on(async {
+                use sea_orm::{ConnectionTrait, Database};
+                let admin = Database::connect(&admin_url).await.ok()?;
+                admin.execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await.ok()
+            })
+        })
+        .join();
+    }
+}
