@@ -10,6 +10,7 @@ use std::task::{Context, Poll};
 use http::request::Parts;
 use http::{Request, Response};
 use tonic::Status;
+use tracing::Instrument;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 
 use crate::apikey::{API_KEY_HEADER, KeyVerifier, check_key_syntax};
@@ -103,8 +104,9 @@ where
         Box::pin(async move {
             match admit(&config, &parts).await {
                 Ok(context) => {
+                    let span = call_span(&parts, &context);
                     parts.extensions.insert(context);
-                    inner.call(Request::from_parts(parts, body)).await
+                    inner.call(Request::from_parts(parts, body)).instrument(span).await
                 }
                 Err(status) => Ok(status.into_http()),
             }
@@ -125,6 +127,19 @@ async fn admit(config: &GuardConfig, request: &Parts) -> Result<CallContext, Sta
     }
     let principal = authenticate(config, request, &peer, service).await?;
     Ok(CallContext { peer, principal, request_id })
+}
+
+/// One span per call, keyed on the gRPC method; credentials never enter it.
+fn call_span(parts: &Parts, context: &CallContext) -> tracing::Span {
+    let principal = context.principal.as_ref();
+    tracing::info_span!(
+        "call",
+        method = parts.uri.path(),
+        peer = %context.peer,
+        request_id = context.request_id.as_deref().unwrap_or_default(),
+        key_id = principal.map(|p| p.key_id.as_str()).unwrap_or_default(),
+        user_id = principal.and_then(|p| p.user.as_ref()).map(|u| u.id.as_str()).unwrap_or_default(),
+    )
 }
 
 fn check_policy(policy: &Policy, peer: &Identity, service: &str, method: &str) -> Result<(), Status> {

@@ -29,6 +29,8 @@ pub struct InternalServer {
     pub drain: Duration,
     /// Called with the reason of every refused handshake.
     pub on_handshake_failure: Arc<dyn Fn(HandshakeFailure) + Send + Sync>,
+    /// Health turns NOT_SERVING when the certificate expires within this.
+    pub expiry_threshold: Duration,
 }
 
 /// A failure to start or run an internal server.
@@ -59,6 +61,13 @@ impl InternalServer {
 
         let (reporter, health) = tonic_health::server::health_reporter();
         set_all(&reporter, &self.services, ServingStatus::Serving).await;
+        tokio::spawn(expiry_health(
+            self.tls.clone(),
+            self.expiry_threshold,
+            reporter.clone(),
+            self.services.clone(),
+            shutdown.clone(),
+        ));
         let routes = add_reflection(self.routes.add_service(health), &self.services)
             .map_err(|reason| ServerError::Reflection { listener: name, reason })?;
 
@@ -91,6 +100,38 @@ impl InternalServer {
                 tracing::warn!(listener = name, drain = ?self.drain, "drain timed out; closing remaining calls");
                 Ok(())
             }
+        }
+    }
+}
+
+/// Turns health NOT_SERVING while the certificate is about to expire, so
+/// that balancers move traffic before handshakes start failing.
+async fn expiry_health(
+    tls: Arc<MeshTls>,
+    threshold: Duration,
+    reporter: HealthReporter,
+    services: Vec<String>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let mut expiring = false;
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        if *shutdown.borrow() {
+            return;
+        }
+        let now_expiring = tls.expires_within(threshold);
+        if now_expiring == expiring {
+            continue;
+        }
+        expiring = now_expiring;
+        let identity = tls.identity();
+        if expiring {
+            tracing::error!(%identity, seconds_left = tls.seconds_to_expiry(), "certificate about to expire: health is NOT_SERVING");
+            set_all(&reporter, &services, ServingStatus::NotServing).await;
+        } else {
+            tracing::info!(%identity, "certificate renewed: health is SERVING again");
+            set_all(&reporter, &services, ServingStatus::Serving).await;
         }
     }
 }

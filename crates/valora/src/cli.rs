@@ -66,6 +66,20 @@ pub struct CommonArgs {
     /// process exits.
     #[arg(long, env = "VALORA_DRAIN_SECONDS", default_value_t = 20, value_name = "SECONDS")]
     pub drain_seconds: u64,
+
+    /// Health turns NOT_SERVING and readiness fails when this process's
+    /// mesh certificate expires within this many seconds.
+    #[arg(long, env = "VALORA_CERT_EXPIRY_THRESHOLD_SECONDS", default_value_t = 3600, value_name = "SECONDS")]
+    pub cert_expiry_threshold_seconds: u64,
+}
+
+/// The authorization policy of internal services.
+#[derive(Debug, Clone, Args)]
+pub struct PolicyArgs {
+    /// TOML file declaring which identity may call which service or method;
+    /// the built-in policy (docs/identity.md) when unset.
+    #[arg(long, env = "VALORA_POLICY_FILE", value_name = "FILE")]
+    pub policy_file: Option<PathBuf>,
 }
 
 /// Static API keys.
@@ -112,6 +126,8 @@ pub struct DevArgs {
     pub edge: EdgeSettings,
     #[command(flatten)]
     pub keys: KeyArgs,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
 
     /// Folder for development state: SQLite databases and the generated
     /// API key.
@@ -149,6 +165,8 @@ pub struct MarketplaceArgs {
     pub common: CommonArgs,
     #[command(flatten)]
     pub keys: KeyArgs,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
 
     /// Address of the marketplace service's mutual-TLS listener.
     #[arg(long, env = "VALORA_MARKETPLACE_ADDR", default_value = "127.0.0.1:50052", value_name = "HOST:PORT")]

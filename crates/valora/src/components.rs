@@ -8,6 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+
+use crate::cli::{CommonArgs, PolicyArgs};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::service::Routes;
@@ -44,13 +46,53 @@ pub(crate) fn mesh_tls(certs_dir: &Path, identity: &Identity) -> anyhow::Result<
 }
 
 /// The built-in authorization policy: the edge and engineers may call the
-/// public marketplace service; nothing else is allowed.
+/// public marketplace service (engineers also reflection); nothing else is
+/// allowed.
 pub(crate) fn default_policy() -> Policy {
     Policy::new(PolicyMode::Enforce)
         .allow_service(Identity::edge(), MARKETPLACE_SERVICE)
         .allow_service(Identity::engineer(), MARKETPLACE_SERVICE)
         .allow_service(Identity::engineer(), "grpc.reflection.v1.ServerReflection")
         .allow_service(Identity::engineer(), "grpc.reflection.v1alpha.ServerReflection")
+}
+
+/// Loads the policy file, or the built-in policy, and checks that every
+/// method of `service` has a grant.
+pub(crate) fn policy(args: &PolicyArgs, service: &str) -> anyhow::Result<Arc<Policy>> {
+    let (policy, source) = match &args.policy_file {
+        Some(path) => (Policy::from_file(path)?, path.display().to_string()),
+        None => (default_policy(), "built-in".to_owned()),
+    };
+    policy.ensure_covers(service, &source)?;
+    if policy.mode() == PolicyMode::Audit {
+        tracing::warn!(policy = %source, "authorization policy in audit mode: denials are logged, not enforced");
+    }
+    Ok(Arc::new(policy))
+}
+
+/// Loads the mesh identity and starts reloading it when its files change.
+pub(crate) fn live_mesh_tls(certs_dir: &Path, identity: &Identity) -> anyhow::Result<Arc<MeshTls>> {
+    let tls = mesh_tls(certs_dir, identity)?;
+    tls.spawn_watcher();
+    Ok(tls)
+}
+
+/// A readiness check that fails when `tls` expires within `threshold`.
+pub(crate) fn certificate_check(tls: Arc<MeshTls>, threshold: Duration) -> valora_telemetry::ReadinessCheck {
+    Arc::new(move || {
+        let tls = tls.clone();
+        Box::pin(async move {
+            if tls.expires_within(threshold) {
+                Err(format!(
+                    "certificate of {} expires in {} seconds",
+                    tls.identity(),
+                    tls.seconds_to_expiry()
+                ))
+            } else {
+                Ok(())
+            }
+        })
+    })
 }
 
 /// Connects to the marketplace database.
@@ -66,7 +108,8 @@ pub(crate) fn marketplace_server(
     tls: Arc<MeshTls>,
     store: Store,
     keys: Arc<dyn KeyVerifier>,
-    drain: Duration,
+    policy: Arc<Policy>,
+    common: &CommonArgs,
     shutdown: watch::Receiver<bool>,
 ) -> InternalServer {
     let api = MarketplaceApi::new(Marketplace::new(store, EventHub::default()), shutdown);
@@ -75,13 +118,14 @@ pub(crate) fn marketplace_server(
         listener,
         tls,
         guard: GuardConfig {
-            policy: Arc::new(default_policy()),
+            policy,
             keys,
             anonymous_services: HashSet::new(),
         },
         routes: Routes::new(MarketplaceServiceServer::new(api)),
         services: vec![MARKETPLACE_SERVICE.to_owned()],
-        drain,
+        drain: Duration::from_secs(common.drain_seconds),
+        expiry_threshold: Duration::from_secs(common.cert_expiry_threshold_seconds),
         on_handshake_failure: Arc::new(|reason| {
             metrics::counter!("valora_tls_handshake_failures_total", "listener" => "marketplace", "reason" => reason.as_str())
                 .increment(1);

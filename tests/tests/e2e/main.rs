@@ -6,7 +6,9 @@
 mod api_keys;
 mod dev_command;
 mod grpcurl;
+mod identity;
 mod mtls;
+mod pki;
 mod python;
 mod readme;
 mod restart;

@@ -301,3 +301,32 @@ impl Drop for PgDatabase {
         .join();
     }
 }
+
+/// Runs the `valora` command to completion (killed after 30 s) with only
+/// the given `VALORA_*` / `MARKETPLACE_*` variables set.
+pub fn run_valora(args: &[&str], env: &[(&str, &str)], dir: &Path) -> std::process::Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_valora-e2e-node"));
+    command.args(args).current_dir(dir).stdin(Stdio::null());
+    for (name, _) in std::env::vars() {
+        if name.starts_with("VALORA_") || name.starts_with("MARKETPLACE_") {
+            command.env_remove(name);
+        }
+    }
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("start valora");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return child.wait_with_output().expect("collect output");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let output = child.wait_with_output().expect("collect output");
+    panic!(
+        "valora {args:?} did not exit in time:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

@@ -9,6 +9,7 @@ mod client;
 mod material;
 mod server;
 mod verify;
+mod watch;
 
 use std::sync::Arc;
 
@@ -19,6 +20,7 @@ use rustls::{ClientConfig, ServerConfig};
 
 pub use client::{ChannelError, MeshConnector, mesh_channel};
 pub use verify::IdentityMismatch;
+pub use watch::EXPIRY_WARNING;
 pub use material::{LeafInfo, Material, MaterialError, TlsFiles, read_certs, read_key};
 pub use server::{HandshakeFailure, MeshIncoming, serve_tls};
 

@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::Stream;
-use rustls::{CertificateError, Error as TlsError, ServerConfig};
+use rustls::{CertificateError, Error as TlsError, PeerIncompatible, ServerConfig};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_rustls::TlsAcceptor;
@@ -72,9 +72,12 @@ impl HandshakeFailure {
             TlsError::InvalidMessage(_) => Self::NotTls,
             TlsError::NoCertificatesPresented => Self::NoClientCertificate,
             TlsError::NoApplicationProtocol => Self::NoAlpn,
-            TlsError::PeerIncompatible(p) if format!("{p:?}").contains("Version") => {
-                Self::ProtocolVersion
-            }
+            TlsError::PeerIncompatible(
+                PeerIncompatible::Tls12NotOffered
+                | PeerIncompatible::Tls12NotOfferedOrEnabled
+                | PeerIncompatible::SupportedVersionsExtensionRequired
+                | PeerIncompatible::ServerDoesNotSupportTls12Or13,
+            ) => Self::ProtocolVersion,
             TlsError::InvalidCertificate(cert) => match cert {
                 CertificateError::UnknownIssuer | CertificateError::BadSignature => Self::UnknownCa,
                 CertificateError::Expired | CertificateError::ExpiredContext { .. } => Self::Expired,

@@ -12,7 +12,8 @@ use valora_telemetry::Readiness;
 
 use crate::cli::{DevArgs, MigrationTarget};
 use crate::commands::{migrate, serve};
-use crate::components::{self, bind, mesh_tls};
+use crate::components::{self, bind, live_mesh_tls};
+use valora_proto::marketplace::v1::marketplace_service_server::SERVICE_NAME as MARKETPLACE_SERVICE;
 use crate::edge;
 use crate::settings::{database_url, static_keys};
 
@@ -36,31 +37,36 @@ pub(crate) async fn run(args: &DevArgs) -> anyhow::Result<()> {
         Some(url) => database_url("MARKETPLACE_DATABASE_URL", url)?,
         None => sqlite_url(&args.state_dir.join("marketplace.db")),
     };
+    let policy = components::policy(&args.policy, MARKETPLACE_SERVICE)?;
     migrate::migrate(MigrationTarget::Marketplace, &url).await?;
     let store = components::marketplace_store(&url).await?;
+    let market_tls = live_mesh_tls(&args.common.certs_dir, &Identity::marketplace())?;
+    let edge_tls = live_mesh_tls(&args.common.certs_dir, &Identity::edge())?;
+    let threshold = serve::threshold(&args.common);
 
     let (_stop, shutdown) = components::shutdown_on_signal();
     let mut readiness = Readiness::default();
     readiness.add("marketplace database", components::database_check(store.clone()));
+    readiness.add("marketplace certificate", components::certificate_check(market_tls.clone(), threshold));
+    readiness.add("edge certificate", components::certificate_check(edge_tls.clone(), threshold));
     let admin = components::start_admin(args.common.admin_addr, readiness, shutdown.clone()).await?;
 
     let drain = serve::drain(&args.common);
     let market_listener =
         bind(args.marketplace_addr, "VALORA_MARKETPLACE_ADDR (--marketplace-addr)").await?;
     let market_addr = market_listener.local_addr()?;
-    let market_tls = mesh_tls(&args.common.certs_dir, &Identity::marketplace())?;
     let market = components::marketplace_server(
         market_listener,
         market_tls,
         store,
         keys.clone(),
-        drain,
+        policy,
+        &args.common,
         shutdown.clone(),
     );
 
     let edge_listener = bind(args.edge.edge_addr, "VALORA_EDGE_ADDR (--edge-addr)").await?;
     let edge_addr = edge_listener.local_addr()?;
-    let edge_tls = mesh_tls(&args.common.certs_dir, &Identity::edge())?;
     let options = edge::options(&args.edge, keys, &edge_tls, &market_addr.to_string(), drain)?;
 
     let market_task = tokio::spawn(market.run(shutdown.clone()));

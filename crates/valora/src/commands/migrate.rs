@@ -1,7 +1,7 @@
 //! `valora migrate`.
 
 use anyhow::Context as _;
-use sea_orm::Database;
+use sea_orm::{ConnectOptions, Database};
 use valora_migrations::MigratorTrait;
 use valora_migrations::marketplace::MarketplaceMigrator;
 
@@ -30,7 +30,10 @@ pub(crate) async fn run(args: &MigrateArgs) -> anyhow::Result<()> {
 
 /// Applies every pending migration of `service` on `url`.
 pub(crate) async fn migrate(service: MigrationTarget, url: &str) -> anyhow::Result<()> {
-    let db = Database::connect(url).await.context("cannot connect to the database")?;
+    let mut options = ConnectOptions::new(url.to_owned());
+    // Statement logging would put SQL into the service's log stream.
+    options.sqlx_logging(false);
+    let db = Database::connect(options).await.context("cannot connect to the database")?;
     match service {
         MigrationTarget::Marketplace => MarketplaceMigrator::up(&db, None).await,
     }

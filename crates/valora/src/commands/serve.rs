@@ -9,7 +9,8 @@ use valora_mesh::identity::Identity;
 use valora_telemetry::Readiness;
 
 use crate::cli::{EdgeArgs, MarketplaceArgs, ServeCommand};
-use crate::components::{self, bind, mesh_tls};
+use crate::components::{self, bind};
+use valora_proto::marketplace::v1::marketplace_service_server::SERVICE_NAME as MARKETPLACE_SERVICE;
 use crate::edge;
 use crate::settings::{SettingError, database_url, static_keys};
 
@@ -33,9 +34,11 @@ fn required_keys(args: &crate::cli::KeyArgs) -> anyhow::Result<Arc<dyn KeyVerifi
 
 async fn edge_main(args: &EdgeArgs) -> anyhow::Result<()> {
     let keys = required_keys(&args.keys)?;
-    let tls = mesh_tls(&args.common.certs_dir, &Identity::edge())?;
+    let tls = components::live_mesh_tls(&args.common.certs_dir, &Identity::edge())?;
     let (_stop, shutdown) = components::shutdown_on_signal();
-    components::start_admin(args.common.admin_addr, Readiness::default(), shutdown.clone()).await?;
+    let mut readiness = Readiness::default();
+    readiness.add("edge certificate", components::certificate_check(tls.clone(), threshold(&args.common)));
+    components::start_admin(args.common.admin_addr, readiness, shutdown.clone()).await?;
     let listener = bind(args.edge.edge_addr, "VALORA_EDGE_ADDR (--edge-addr)").await?;
     let options = edge::options(&args.edge, keys, &tls, &args.marketplace_addr, drain(&args.common))?;
     tracing::info!(addr = %listener.local_addr()?, "edge listening");
@@ -47,15 +50,25 @@ async fn edge_main(args: &EdgeArgs) -> anyhow::Result<()> {
 async fn marketplace_main(args: &MarketplaceArgs) -> anyhow::Result<()> {
     let keys = required_keys(&args.keys)?;
     let url = database_url("MARKETPLACE_DATABASE_URL", &args.marketplace_database_url)?;
-    let tls = mesh_tls(&args.common.certs_dir, &Identity::marketplace())?;
+    let policy = components::policy(&args.policy, MARKETPLACE_SERVICE)?;
+    let tls = components::live_mesh_tls(&args.common.certs_dir, &Identity::marketplace())?;
     let store = components::marketplace_store(&url).await?;
     let (_stop, shutdown) = components::shutdown_on_signal();
     let mut readiness = Readiness::default();
     readiness.add("database", components::database_check(store.clone()));
+    readiness.add("certificate", components::certificate_check(tls.clone(), threshold(&args.common)));
     components::start_admin(args.common.admin_addr, readiness, shutdown.clone()).await?;
     let listener = bind(args.marketplace_addr, "VALORA_MARKETPLACE_ADDR (--marketplace-addr)").await?;
     tracing::info!(addr = %listener.local_addr()?, "marketplace listening");
-    let server = components::marketplace_server(listener, tls, store, keys, drain(&args.common), shutdown.clone());
+    let server = components::marketplace_server(
+        listener,
+        tls,
+        store,
+        keys,
+        policy,
+        &args.common,
+        shutdown.clone(),
+    );
     server.run(shutdown).await.context("marketplace server failed")?;
     tracing::info!("marketplace stopped");
     Ok(())
@@ -63,4 +76,8 @@ async fn marketplace_main(args: &MarketplaceArgs) -> anyhow::Result<()> {
 
 pub(crate) fn drain(common: &crate::cli::CommonArgs) -> Duration {
     Duration::from_secs(common.drain_seconds)
+}
+
+pub(crate) fn threshold(common: &crate::cli::CommonArgs) -> Duration {
+    Duration::from_secs(common.cert_expiry_threshold_seconds)
 }

@@ -1,0 +1,131 @@
+//! Reloading TLS material when its files change, and watching expiry.
+//!
+//! The folders holding the files are watched rather than the files, so a
+//! Kubernetes secret update (a symlink swap of the whole folder) is seen.
+//! A periodic reload catches anything a file system does not report.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use notify::{RecursiveMode, Watcher};
+use tokio::sync::mpsc;
+
+use super::MeshTls;
+use super::material::unix_now;
+
+/// How long to wait for a burst of file events to settle before reloading.
+const SETTLE: Duration = Duration::from_millis(300);
+/// Reload even without file events this often.
+const POLL: Duration = Duration::from_secs(30);
+/// Expiry is checked and the gauge updated this often.
+const EXPIRY_CHECK: Duration = Duration::from_secs(30);
+/// Below this remaining validity a warning is logged.
+pub const EXPIRY_WARNING: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Interval between repeated expiry warnings.
+const WARNING_INTERVAL: Duration = Duration::from_secs(3600);
+
+impl MeshTls {
+    /// Seconds until the current leaf expires (negative once expired).
+    pub fn seconds_to_expiry(&self) -> i64 {
+        self.current.load().leaf.not_after - unix_now()
+    }
+
+    /// Whether the leaf expires within `threshold`.
+    pub fn expires_within(&self, threshold: Duration) -> bool {
+        self.seconds_to_expiry() < i64::try_from(threshold.as_secs()).unwrap_or(i64::MAX)
+    }
+
+    /// Starts reloading on file changes and exporting the expiry gauge
+    /// `valora_certificate_expiry_seconds`. Runs until the runtime stops.
+    pub fn spawn_watcher(self: &Arc<Self>) {
+        let (tx, mut rx) = mpsc::unbounded_channel::<()>();
+        let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            if event.is_ok() {
+                let _ = tx.send(());
+            }
+        });
+        let mut watcher = match watcher {
+            Ok(watcher) => Some(watcher),
+            Err(error) => {
+                tracing::warn!(%error, "file watching unavailable; reloading certificates every 30 s");
+                None
+            }
+        };
+        for dir in self.files.dirs() {
+            if let Some(w) = watcher.as_mut() {
+                if let Err(error) = w.watch(&dir, RecursiveMode::NonRecursive) {
+                    tracing::warn!(dir = %dir.display(), %error, "cannot watch certificate folder");
+                }
+            }
+        }
+
+        let tls = self.clone();
+        tokio::spawn(async move {
+            // The watcher stops when dropped, so this task keeps it.
+            let _watcher = watcher;
+            let mut poll = tokio::time::interval(POLL);
+            loop {
+                tokio::select! {
+                    event = rx.recv() => {
+                        if event.is_none() {
+                            return;
+                        }
+                        tokio::time::sleep(SETTLE).await;
+                        while rx.try_recv().is_ok() {}
+                    }
+                    _ = poll.tick() => {}
+                }
+                tls.reload_and_log();
+            }
+        });
+
+        let tls = self.clone();
+        tokio::spawn(async move {
+            let mut last_warning: Option<Instant> = None;
+            let mut tick = tokio::time::interval(EXPIRY_CHECK);
+            loop {
+                tick.tick().await;
+                tls.report_expiry(&mut last_warning);
+            }
+        });
+    }
+
+    fn reload_and_log(&self) {
+        let identity = self.identity();
+        match self.reload() {
+            Ok(None) => {}
+            Ok(Some(leaf)) => {
+                tracing::info!(
+                    %identity,
+                    serial = %leaf.serial,
+                    not_after = leaf.not_after,
+                    "certificate reloaded; new connections use it"
+                );
+                metrics::counter!("valora_certificate_reloads_total", "identity" => identity.name().to_owned(), "result" => "ok")
+                    .increment(1);
+            }
+            Err(error) => {
+                tracing::error!(
+                    %identity,
+                    error = %error,
+                    "new certificate material rejected; keeping the current certificate"
+                );
+                metrics::counter!("valora_certificate_reloads_total", "identity" => identity.name().to_owned(), "result" => "rejected")
+                    .increment(1);
+            }
+        }
+    }
+
+    fn report_expiry(&self, last_warning: &mut Option<Instant>) {
+        let identity = self.identity();
+        let remaining = self.seconds_to_expiry();
+        metrics::gauge!("valora_certificate_expiry_seconds", "identity" => identity.name().to_owned())
+            .set(remaining as f64);
+        let soon = remaining < EXPIRY_WARNING.as_secs() as i64;
+        let due = last_warning.is_none_or(|at| at.elapsed() >= WARNING_INTERVAL);
+        if soon && due {
+            tracing::warn!(%identity, seconds_left = remaining, "certificate expires in less than 7 days");
+            *last_warning = Some(Instant::now());
+        }
+    }
+}
