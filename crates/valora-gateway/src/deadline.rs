@@ -1,9 +1,67 @@
 //! The `grpc-timeout` header: parsing and re-encoding the remaining budget.
 
-use std::time::Duration;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, Response};
+use http_body::{Body as HttpBody, Frame};
+use tokio::time::Sleep;
+use tonic::Status;
+use tonic::body::Body;
 
 /// Header of a gRPC call's deadline.
 pub const GRPC_TIMEOUT: &str = "grpc-timeout";
+
+/// Ends a streaming response with DEADLINE_EXCEEDED when `deadline` passes
+/// before the upstream finishes. A trailers-only response is already
+/// complete and passes unchanged.
+pub fn limit_response(response: Response<Body>, deadline: Instant) -> Response<Body> {
+    if response.headers().contains_key("grpc-status") {
+        return response;
+    }
+    let sleep = Box::pin(tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)));
+    response.map(|inner| Body::new(DeadlineBody { inner, sleep, done: false }))
+}
+
+/// A response body cut off with DEADLINE_EXCEEDED trailers at a deadline.
+struct DeadlineBody {
+    inner: Body,
+    sleep: Pin<Box<Sleep>>,
+    done: bool,
+}
+
+impl HttpBody for DeadlineBody {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        if self.sleep.as_mut().poll(cx).is_ready() {
+            self.done = true;
+            let mut trailers = HeaderMap::new();
+            let status = Status::deadline_exceeded("deadline exceeded while the call was streaming");
+            let _ = status.add_header(&mut trailers);
+            return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+        }
+        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
+        if matches!(&frame, Some(Ok(f)) if f.is_trailers()) || frame.is_none() {
+            self.done = true;
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done
+    }
+}
 
 /// The value is not `1` to `8` digits followed by a unit.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]

@@ -14,17 +14,17 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, Version, header};
 use http_body_util::Full;
 use tonic::body::Body;
-use tonic_web::GrpcWebService;
-use tower::{Layer, ServiceExt};
+use tower::ServiceExt;
 use valora_mesh::apikey::{API_KEY_HEADER, KeyVerifier, check_key_syntax};
 
 use crate::grpc::GrpcRouter;
+use crate::grpc_web::{self, Encoding};
 
 /// What a request is, judged by its content type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
     Grpc,
-    GrpcWeb,
+    GrpcWeb(Encoding),
     Other,
 }
 
@@ -34,10 +34,11 @@ fn kind(request: &Request<Body>) -> Kind {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    let essence = content_type.split(';').next().unwrap_or_default().trim();
-    match essence.to_ascii_lowercase().as_str() {
-        "application/grpc-web" | "application/grpc-web+proto" | "application/grpc-web-text"
-        | "application/grpc-web-text+proto" => Kind::GrpcWeb,
+    let essence = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    if let Some(encoding) = Encoding::from_content_type(&essence) {
+        return Kind::GrpcWeb(encoding);
+    }
+    match essence.as_str() {
         "application/grpc" | "application/grpc+proto" => Kind::Grpc,
         _ => Kind::Other,
     }
@@ -47,14 +48,12 @@ fn kind(request: &Request<Body>) -> Kind {
 #[derive(Clone)]
 pub struct Dispatch {
     grpc: GrpcRouter,
-    grpc_web: GrpcWebService<GrpcRouter>,
     keys: Arc<dyn KeyVerifier>,
 }
 
 impl Dispatch {
     pub fn new(grpc: GrpcRouter, keys: Arc<dyn KeyVerifier>) -> Self {
-        let grpc_web = tonic_web::GrpcWebLayer::new().layer(grpc.clone());
-        Self { grpc, grpc_web, keys }
+        Self { grpc, keys }
     }
 }
 
@@ -69,32 +68,41 @@ impl tower::Service<Request<Body>> for Dispatch {
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
         let this = self.clone();
-        Box::pin(async move {
-            let response = match kind(&request) {
-                Kind::GrpcWeb if request.method() == Method::POST => {
-                    this.grpc_web.oneshot(request).await?
-                }
-                Kind::Grpc if request.version() == Version::HTTP_2 && request.method() == Method::POST => {
-                    this.grpc.oneshot(request).await?
-                }
-                Kind::Grpc if request.method() == Method::POST => plain(
-                    StatusCode::HTTP_VERSION_NOT_SUPPORTED,
-                    "gRPC needs HTTP/2; over HTTP/1.1 use grpc-web \
-                     (content-type application/grpc-web+proto)\n",
-                ),
-                Kind::Grpc | Kind::GrpcWeb => {
-                    let mut response = plain(StatusCode::METHOD_NOT_ALLOWED, "gRPC calls use POST\n");
-                    response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
-                    response
-                }
-                Kind::Other => this.other(request).await,
-            };
-            Ok(response)
-        })
+        Box::pin(async move { Ok(this.dispatch(request).await) })
     }
 }
 
 impl Dispatch {
+    async fn dispatch(&self, request: Request<Body>) -> Response<Body> {
+        let kind = kind(&request);
+        if kind != Kind::Other && request.method() != Method::POST {
+            let mut response = plain(StatusCode::METHOD_NOT_ALLOWED, "gRPC and grpc-web calls use POST\n");
+            response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+            return response;
+        }
+        match kind {
+            Kind::GrpcWeb(encoding) => {
+                let grpc_request = grpc_web::to_grpc_request(request, encoding);
+                let response = self.route(grpc_request).await;
+                grpc_web::to_grpc_web_response(response, encoding)
+            }
+            Kind::Grpc if request.version() == Version::HTTP_2 => self.route(request).await,
+            Kind::Grpc => plain(
+                StatusCode::HTTP_VERSION_NOT_SUPPORTED,
+                "gRPC needs HTTP/2; over HTTP/1.1 use grpc-web \
+                 (content-type application/grpc-web+proto)\n",
+            ),
+            Kind::Other => self.other(request).await,
+        }
+    }
+
+    async fn route(&self, request: Request<Body>) -> Response<Body> {
+        match self.grpc.clone().oneshot(request).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        }
+    }
+
     /// Plain HTTP: the API key is checked first (401 with
     /// `WWW-Authenticate` when missing or wrong), then the edge explains
     /// which content types it accepts.
@@ -105,8 +113,7 @@ impl Dispatch {
             Err(rejection) => Err(rejection),
         };
         if let Err(rejection) = verdict {
-            let mut response =
-                plain(StatusCode::UNAUTHORIZED, &format!("{rejection}\n"));
+            let mut response = plain(StatusCode::UNAUTHORIZED, &format!("{rejection}\n"));
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("ApiKey realm=\"valora\", header=\"x-api-key\""),

@@ -21,6 +21,7 @@ use valora_mesh::policy::split_grpc_path;
 use valora_mesh::principal::PRINCIPAL_HEADER;
 
 use crate::deadline::{self, GRPC_TIMEOUT};
+use crate::limit;
 
 /// gRPC paths that need no API key: health checks, so that load balancers
 /// and orchestrators can probe without credentials. Matched exactly.
@@ -72,11 +73,18 @@ struct RouterState {
     local: Routes,
     /// Full service name -> upstream.
     upstreams: HashMap<String, Upstream>,
+    /// Largest request message accepted, in bytes.
+    max_message_bytes: usize,
 }
 
 impl GrpcRouter {
-    pub fn new(keys: Arc<dyn KeyVerifier>, local: Routes, upstreams: HashMap<String, Upstream>) -> Self {
-        Self { state: Arc::new(RouterState { keys, local, upstreams }) }
+    pub fn new(
+        keys: Arc<dyn KeyVerifier>,
+        local: Routes,
+        upstreams: HashMap<String, Upstream>,
+        max_message_bytes: usize,
+    ) -> Self {
+        Self { state: Arc::new(RouterState { keys, local, upstreams, max_message_bytes }) }
     }
 }
 
@@ -116,7 +124,9 @@ impl RouterState {
             return self.local(request).await;
         }
         match self.upstreams.get(service) {
-            Some(upstream) => forward(upstream, request, &principal, arrived).await,
+            Some(upstream) => {
+                forward(upstream, request, &principal, arrived, self.max_message_bytes).await
+            }
             None => Status::unimplemented(format!("unknown service {service}")).into_http(),
         }
     }
@@ -156,15 +166,22 @@ fn has_key_parameter(query: &str) -> bool {
 /// Sends a call to an internal service without decoding its messages.
 async fn forward(
     upstream: &Upstream,
-    mut request: Request<Body>,
+    request: Request<Body>,
     principal: &Principal,
     arrived: Instant,
+    max_message_bytes: usize,
 ) -> Response<Body> {
     let budget = match request.headers().get(GRPC_TIMEOUT).map(|v| deadline::parse(v.as_bytes())) {
         None => None,
         Some(Ok(budget)) => Some(budget),
         Some(Err(error)) => return Status::invalid_argument(error.to_string()).into_http(),
     };
+    let (parts, body) = request.into_parts();
+    let body = match limit::check_first_message(body, max_message_bytes).await {
+        Ok(body) => body,
+        Err(status) => return status.into_http(),
+    };
+    let mut request = Request::from_parts(parts, body);
     prepare_headers(request.headers_mut(), principal);
 
     let remaining = budget.map(|b| b.saturating_sub(arrived.elapsed()));
@@ -186,7 +203,10 @@ async fn forward(
         None => call.await,
     };
     match outcome {
-        Ok(response) => response,
+        Ok(response) => match remaining {
+            Some(remaining) => deadline::limit_response(response, arrived + remaining),
+            None => response,
+        },
         Err(error) => {
             tracing::warn!(upstream = upstream.name, %error, "internal service unreachable");
             Status::unavailable(format!("the {} service is unavailable; retry later", upstream.name))

@@ -9,7 +9,8 @@ pub mod cors;
 pub mod deadline;
 pub mod dispatch;
 pub mod grpc;
-pub mod headers;
+pub mod grpc_web;
+pub mod limit;
 pub mod listener;
 pub mod local;
 
@@ -29,7 +30,7 @@ use valora_mesh::apikey::KeyVerifier;
 use valora_mesh::tls::{read_certs, read_key};
 
 pub use grpc::Upstream;
-pub use headers::SecurityHeaders;
+pub use valora_mesh::security_headers::SecurityHeaders;
 
 /// Everything the edge needs to run.
 pub struct EdgeOptions {
@@ -45,6 +46,8 @@ pub struct EdgeOptions {
     pub tls: Option<Arc<ServerConfig>>,
     /// How long in-flight calls may run after shutdown starts.
     pub drain: Duration,
+    /// Largest request message accepted, in bytes, after grpc-web decoding.
+    pub max_message_bytes: usize,
 }
 
 /// A failure to set up the edge.
@@ -73,10 +76,11 @@ pub async fn run(
     let prober = tokio::spawn(local::probe_upstreams(reporter.clone(), probes));
 
     let upstreams: HashMap<String, Upstream> = options.upstreams.into_iter().collect();
-    let router = grpc::GrpcRouter::new(options.keys.clone(), local, upstreams);
+    let router =
+        grpc::GrpcRouter::new(options.keys.clone(), local, upstreams, options.max_message_bytes);
     let dispatch = dispatch::Dispatch::new(router, options.keys);
     let service = ServiceBuilder::new()
-        .layer(headers::SecurityHeadersLayer::new(options.security_headers))
+        .layer(valora_mesh::security_headers::SecurityHeadersLayer::new(options.security_headers))
         .layer(cors::layer(options.cors_origins))
         .service(dispatch);
 

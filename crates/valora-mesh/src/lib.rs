@@ -9,6 +9,7 @@ pub mod identity;
 pub mod pki;
 pub mod policy;
 pub mod principal;
+pub mod security_headers;
 pub mod server;
 pub mod tls;
 

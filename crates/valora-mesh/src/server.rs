@@ -12,6 +12,7 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::guard::{GuardConfig, GuardLayer};
+use crate::security_headers::{SecurityHeaders, SecurityHeadersLayer};
 use crate::tls::{HandshakeFailure, MeshTls, serve_tls};
 
 /// Everything an internal server needs.
@@ -31,6 +32,8 @@ pub struct InternalServer {
     pub on_handshake_failure: Arc<dyn Fn(HandshakeFailure) + Send + Sync>,
     /// Health turns NOT_SERVING when the certificate expires within this.
     pub expiry_threshold: Duration,
+    /// Headers set on every response.
+    pub security_headers: SecurityHeaders,
 }
 
 /// A failure to start or run an internal server.
@@ -83,6 +86,7 @@ impl InternalServer {
             .tcp_nodelay(true)
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .max_concurrent_streams(256)
+            .layer(SecurityHeadersLayer::new(self.security_headers))
             .layer(GuardLayer::new(self.guard))
             .add_routes(routes)
             .serve_with_incoming_shutdown(incoming, stop);

@@ -71,6 +71,35 @@ pub struct CommonArgs {
     /// mesh certificate expires within this many seconds.
     #[arg(long, env = "VALORA_CERT_EXPIRY_THRESHOLD_SECONDS", default_value_t = 3600, value_name = "SECONDS")]
     pub cert_expiry_threshold_seconds: u64,
+
+    /// Largest request message accepted, in bytes (after grpc-web-text
+    /// decoding); larger ones get RESOURCE_EXHAUSTED.
+    #[arg(long, env = "VALORA_MAX_MESSAGE_BYTES", default_value_t = 4 * 1024 * 1024, value_name = "BYTES")]
+    pub max_message_bytes: usize,
+
+    #[command(flatten)]
+    pub headers: HeaderArgs,
+}
+
+/// Values of the security headers set on every response.
+#[derive(Debug, Clone, Args)]
+pub struct HeaderArgs {
+    /// Strict-Transport-Security; max-age must be at least 31536000 (one
+    /// year) and includeSubDomains present.
+    #[arg(long, env = "VALORA_HEADER_STRICT_TRANSPORT_SECURITY", default_value = "max-age=63072000; includeSubDomains", value_name = "VALUE")]
+    pub header_strict_transport_security: String,
+
+    /// Content-Security-Policy.
+    #[arg(long, env = "VALORA_HEADER_CONTENT_SECURITY_POLICY", default_value = "default-src 'none'; frame-ancestors 'none'", value_name = "VALUE")]
+    pub header_content_security_policy: String,
+
+    /// X-Frame-Options: DENY or SAMEORIGIN.
+    #[arg(long, env = "VALORA_HEADER_X_FRAME_OPTIONS", default_value = "DENY", value_name = "VALUE")]
+    pub header_x_frame_options: String,
+
+    /// Referrer-Policy.
+    #[arg(long, env = "VALORA_HEADER_REFERRER_POLICY", default_value = "no-referrer", value_name = "VALUE")]
+    pub header_referrer_policy: String,
 }
 
 /// The authorization policy of internal services.

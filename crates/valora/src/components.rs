@@ -111,9 +111,12 @@ pub(crate) fn marketplace_server(
     policy: Arc<Policy>,
     common: &CommonArgs,
     shutdown: watch::Receiver<bool>,
-) -> InternalServer {
+) -> anyhow::Result<InternalServer> {
+    let security_headers = crate::settings::security_headers(&common.headers)?;
     let api = MarketplaceApi::new(Marketplace::new(store, EventHub::default()), shutdown);
-    InternalServer {
+    let service = MarketplaceServiceServer::new(api)
+        .max_decoding_message_size(common.max_message_bytes);
+    Ok(InternalServer {
         name: "marketplace",
         listener,
         tls,
@@ -122,15 +125,16 @@ pub(crate) fn marketplace_server(
             keys,
             anonymous_services: HashSet::new(),
         },
-        routes: Routes::new(MarketplaceServiceServer::new(api)),
+        routes: Routes::new(service),
         services: vec![MARKETPLACE_SERVICE.to_owned()],
         drain: Duration::from_secs(common.drain_seconds),
         expiry_threshold: Duration::from_secs(common.cert_expiry_threshold_seconds),
+        security_headers,
         on_handshake_failure: Arc::new(|reason| {
             metrics::counter!("valora_tls_handshake_failures_total", "listener" => "marketplace", "reason" => reason.as_str())
                 .increment(1);
         }),
-    }
+    })
 }
 
 /// Starts the admin endpoint on `addr`.

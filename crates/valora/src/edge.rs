@@ -3,22 +3,22 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use valora_gateway::{EdgeOptions, SecurityHeaders, Upstream};
+use valora_gateway::{EdgeOptions, Upstream};
 use valora_mesh::apikey::KeyVerifier;
 use valora_mesh::identity::Identity;
 use valora_mesh::tls::{MeshTls, mesh_channel};
 use valora_proto::marketplace::v1::marketplace_service_server::SERVICE_NAME as MARKETPLACE_SERVICE;
 
-use crate::cli::EdgeSettings;
-use crate::settings::SettingError;
+use crate::cli::{CommonArgs, EdgeSettings};
+use crate::settings::{SettingError, security_headers};
 
 /// Checks the edge settings and builds its options.
 pub(crate) fn options(
     settings: &EdgeSettings,
+    common: &CommonArgs,
     keys: Arc<dyn KeyVerifier>,
     tls: &Arc<MeshTls>,
     marketplace_addr: &str,
-    drain: Duration,
 ) -> anyhow::Result<EdgeOptions> {
     let cors_origins = valora_gateway::cors::parse_origins(&settings.cors_allow_origins)
         .map_err(|e| SettingError::new("VALORA_CORS_ALLOW_ORIGINS", e.to_string(), "fix or remove that entry"))?;
@@ -32,12 +32,13 @@ pub(crate) fn options(
     Ok(EdgeOptions {
         keys,
         cors_origins,
-        security_headers: SecurityHeaders::default(),
+        security_headers: security_headers(&common.headers)?,
         upstreams: vec![(
             MARKETPLACE_SERVICE.to_owned(),
             Upstream { name: "marketplace", channel },
         )],
         tls: public_tls,
-        drain,
+        drain: Duration::from_secs(common.drain_seconds),
+        max_message_bytes: common.max_message_bytes,
     })
 }

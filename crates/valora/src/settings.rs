@@ -4,9 +4,11 @@
 use std::fmt;
 use std::path::Path;
 
+use http::HeaderValue;
 use valora_mesh::apikey::StaticKeys;
+use valora_mesh::security_headers::SecurityHeaders;
 
-use crate::cli::KeyArgs;
+use crate::cli::{HeaderArgs, KeyArgs};
 
 /// A setting that cannot be used.
 #[derive(Debug)]
@@ -80,4 +82,43 @@ pub(crate) fn database_url(setting: &str, url: &str) -> Result<String, SettingEr
             "use postgres://USER@HOST/DB?sslmode=verify-full or sqlite://PATH?mode=rwc",
         )),
     }
+}
+
+/// Checks the security header settings.
+pub(crate) fn security_headers(args: &HeaderArgs) -> Result<SecurityHeaders, SettingError> {
+    let value = |setting: &str, value: &str| {
+        HeaderValue::from_str(value).map_err(|_| {
+            SettingError::new(setting, format!("{value:?} is not a valid header value"), "use visible ASCII only")
+        })
+    };
+    let hsts = &args.header_strict_transport_security;
+    let max_age = hsts
+        .split(';')
+        .filter_map(|part| part.trim().strip_prefix("max-age="))
+        .find_map(|age| age.trim().parse::<u64>().ok());
+    if max_age.is_none_or(|age| age < 31_536_000) || !hsts.to_ascii_lowercase().contains("includesubdomains") {
+        return Err(SettingError::new(
+            "VALORA_HEADER_STRICT_TRANSPORT_SECURITY",
+            format!("{hsts:?} needs max-age of at least 31536000 (one year) and includeSubDomains"),
+            "for example \"max-age=63072000; includeSubDomains\"",
+        ));
+    }
+    let frame = args.header_x_frame_options.to_ascii_uppercase();
+    if frame != "DENY" && frame != "SAMEORIGIN" {
+        return Err(SettingError::new(
+            "VALORA_HEADER_X_FRAME_OPTIONS",
+            format!("{:?} is not DENY or SAMEORIGIN", args.header_x_frame_options),
+            "use DENY",
+        ));
+    }
+    Ok(SecurityHeaders {
+        strict_transport_security: value("VALORA_HEADER_STRICT_TRANSPORT_SECURITY", hsts)?,
+        content_security_policy: value(
+            "VALORA_HEADER_CONTENT_SECURITY_POLICY",
+            &args.header_content_security_policy,
+        )?,
+        x_content_type_options: HeaderValue::from_static("nosniff"),
+        x_frame_options: value("VALORA_HEADER_X_FRAME_OPTIONS", &frame)?,
+        referrer_policy: value("VALORA_HEADER_REFERRER_POLICY", &args.header_referrer_policy)?,
+    })
 }

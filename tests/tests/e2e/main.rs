@@ -15,3 +15,4 @@ mod restart;
 mod streaming;
 mod support;
 mod validation;
+mod web;

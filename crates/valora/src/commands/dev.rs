@@ -51,7 +51,6 @@ pub(crate) async fn run(args: &DevArgs) -> anyhow::Result<()> {
     readiness.add("edge certificate", components::certificate_check(edge_tls.clone(), threshold));
     let admin = components::start_admin(args.common.admin_addr, readiness, shutdown.clone()).await?;
 
-    let drain = serve::drain(&args.common);
     let market_listener =
         bind(args.marketplace_addr, "VALORA_MARKETPLACE_ADDR (--marketplace-addr)").await?;
     let market_addr = market_listener.local_addr()?;
@@ -63,11 +62,11 @@ pub(crate) async fn run(args: &DevArgs) -> anyhow::Result<()> {
         policy,
         &args.common,
         shutdown.clone(),
-    );
+    )?;
 
     let edge_listener = bind(args.edge.edge_addr, "VALORA_EDGE_ADDR (--edge-addr)").await?;
     let edge_addr = edge_listener.local_addr()?;
-    let options = edge::options(&args.edge, keys, &edge_tls, &market_addr.to_string(), drain)?;
+    let options = edge::options(&args.edge, &args.common, keys, &edge_tls, &market_addr.to_string())?;
 
     let market_task = tokio::spawn(market.run(shutdown.clone()));
     let edge_task = tokio::spawn(valora_gateway::run(edge_listener, options, shutdown));

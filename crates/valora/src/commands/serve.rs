@@ -40,7 +40,7 @@ async fn edge_main(args: &EdgeArgs) -> anyhow::Result<()> {
     readiness.add("edge certificate", components::certificate_check(tls.clone(), threshold(&args.common)));
     components::start_admin(args.common.admin_addr, readiness, shutdown.clone()).await?;
     let listener = bind(args.edge.edge_addr, "VALORA_EDGE_ADDR (--edge-addr)").await?;
-    let options = edge::options(&args.edge, keys, &tls, &args.marketplace_addr, drain(&args.common))?;
+    let options = edge::options(&args.edge, &args.common, keys, &tls, &args.marketplace_addr)?;
     tracing::info!(addr = %listener.local_addr()?, "edge listening");
     valora_gateway::run(listener, options, shutdown).await?;
     tracing::info!("edge stopped");
@@ -68,14 +68,10 @@ async fn marketplace_main(args: &MarketplaceArgs) -> anyhow::Result<()> {
         policy,
         &args.common,
         shutdown.clone(),
-    );
+    )?;
     server.run(shutdown).await.context("marketplace server failed")?;
     tracing::info!("marketplace stopped");
     Ok(())
-}
-
-pub(crate) fn drain(common: &crate::cli::CommonArgs) -> Duration {
-    Duration::from_secs(common.drain_seconds)
 }
 
 pub(crate) fn threshold(common: &crate::cli::CommonArgs) -> Duration {

@@ -1,4 +1,5 @@
-//! Security headers and request ids on every response.
+//! Security headers and request ids on every HTTP response, for the edge
+//! and the internal services alike.
 
 use std::future::Future;
 use std::pin::Pin;
