@@ -3,7 +3,10 @@
 
 use std::path::PathBuf;
 
-const PROTOS: &[&str] = &["valora/marketplace/v1/marketplace.proto"];
+const PROTOS: &[&str] = &[
+    "valora/auth/v1/auth.proto",
+    "valora/marketplace/v1/marketplace.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protoc = protoc_bin_vendored::protoc_bin_path()?;

@@ -17,6 +17,7 @@ use tonic::body::Body;
 use tower::ServiceExt;
 use valora_mesh::apikey::{API_KEY_HEADER, KeyVerifier, check_key_syntax};
 
+use crate::bearer::BearerVerifier;
 use crate::grpc::GrpcRouter;
 use crate::grpc_web::{self, Encoding};
 
@@ -49,11 +50,15 @@ fn kind(request: &Request<Body>) -> Kind {
 pub struct Dispatch {
     grpc: GrpcRouter,
     keys: Arc<dyn KeyVerifier>,
+    bearer: Option<Arc<BearerVerifier>>,
 }
 
+/// Path of the public JWKS, served without an API key.
+pub const JWKS_PATH: &str = "/.well-known/jwks.json";
+
 impl Dispatch {
-    pub fn new(grpc: GrpcRouter, keys: Arc<dyn KeyVerifier>) -> Self {
-        Self { grpc, keys }
+    pub fn new(grpc: GrpcRouter, keys: Arc<dyn KeyVerifier>, bearer: Option<Arc<BearerVerifier>>) -> Self {
+        Self { grpc, keys, bearer }
     }
 }
 
@@ -107,6 +112,14 @@ impl Dispatch {
     /// `WWW-Authenticate` when missing or wrong), then the edge explains
     /// which content types it accepts.
     async fn other(&self, request: Request<Body>) -> Response<Body> {
+        if request.uri().path() == JWKS_PATH && request.method() == Method::GET {
+            if let Some(bearer) = &self.bearer {
+                let mut response = plain(StatusCode::OK, &bearer.jwks_json());
+                response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/jwk-set+json"));
+                response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=60"));
+                return response;
+            }
+        }
         let key = request.headers().get(API_KEY_HEADER).map(|v| v.as_bytes()).unwrap_or_default();
         let verdict = match check_key_syntax(key) {
             Ok(key) => self.keys.verify(key).await.map(drop),

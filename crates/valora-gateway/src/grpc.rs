@@ -16,11 +16,15 @@ use tonic::service::Routes;
 use tonic::transport::Channel;
 use tower::ServiceExt;
 use valora_mesh::Principal;
+use valora_mesh::principal::UserPrincipal;
 use valora_mesh::apikey::{API_KEY_HEADER, KeyRejection, KeyVerifier, check_key_syntax};
 use valora_mesh::policy::split_grpc_path;
+use valora_mesh::guard::CLIENT_ADDR_HEADER;
 use valora_mesh::principal::PRINCIPAL_HEADER;
 
+use crate::bearer::{self, BearerVerifier};
 use crate::deadline::{self, GRPC_TIMEOUT};
+use crate::listener::ClientAddr;
 use crate::limit;
 
 /// gRPC paths that need no API key: health checks, so that load balancers
@@ -42,7 +46,7 @@ const KEY_QUERY_PARAMETERS: [&str; 5] = ["api_key", "apikey", "api-key", "x-api-
 /// Request headers that never cross the edge: hop-by-hop headers, the
 /// client's credentials (the internal hop carries the verified principal
 /// instead) and any principal the client tried to supply itself.
-const STRIPPED_HEADERS: [&str; 9] = [
+const STRIPPED_HEADERS: [&str; 10] = [
     "connection",
     "keep-alive",
     "proxy-connection",
@@ -52,6 +56,7 @@ const STRIPPED_HEADERS: [&str; 9] = [
     API_KEY_HEADER,
     "authorization",
     PRINCIPAL_HEADER,
+    CLIENT_ADDR_HEADER,
 ];
 
 /// An internal service the edge forwards to.
@@ -75,6 +80,8 @@ struct RouterState {
     upstreams: HashMap<String, Upstream>,
     /// Largest request message accepted, in bytes.
     max_message_bytes: usize,
+    /// Verifies bearer tokens; `None` when no auth service is configured.
+    bearer: Option<Arc<BearerVerifier>>,
 }
 
 impl GrpcRouter {
@@ -83,8 +90,9 @@ impl GrpcRouter {
         local: Routes,
         upstreams: HashMap<String, Upstream>,
         max_message_bytes: usize,
+        bearer: Option<Arc<BearerVerifier>>,
     ) -> Self {
-        Self { state: Arc::new(RouterState { keys, local, upstreams, max_message_bytes }) }
+        Self { state: Arc::new(RouterState { keys, local, upstreams, max_message_bytes, bearer }) }
     }
 }
 
@@ -110,13 +118,20 @@ impl RouterState {
         if KEY_EXEMPT_PATHS.contains(&path.as_str()) {
             return self.local(request).await;
         }
-        let principal = match self.authenticate(request.uri().query(), request.headers()).await {
+        let mut principal = match self.authenticate(request.uri().query(), request.headers()).await {
             Ok(principal) => principal,
             Err(rejection) => {
                 tracing::info!(path, reason = rejection.as_str(), "call rejected: API key");
                 return Status::unauthenticated(rejection.to_string()).into_http();
             }
         };
+        match self.user(request.headers()).await {
+            Ok(user) => principal.user = user,
+            Err(reason) => {
+                tracing::info!(path, key_id = %principal.key_id, reason, "call rejected: bearer token");
+                return Status::unauthenticated(bearer::INVALID_TOKEN).into_http();
+            }
+        }
         let Some((service, _method)) = split_grpc_path(&path) else {
             return Status::unimplemented(format!("{path:?} is not a gRPC method path")).into_http();
         };
@@ -136,6 +151,18 @@ impl RouterState {
             Ok(response) => response,
             Err(never) => match never {},
         }
+    }
+
+    /// The user of a bearer token, `None` without an Authorization header.
+    async fn user(&self, headers: &HeaderMap) -> Result<Option<UserPrincipal>, &'static str> {
+        let mut values = headers.get_all(header::AUTHORIZATION).iter();
+        let value = match (values.next(), values.next()) {
+            (None, _) => return Ok(None),
+            (Some(value), None) => value,
+            (Some(_), Some(_)) => return Err("several Authorization headers"),
+        };
+        let Some(verifier) = &self.bearer else { return Err("bearer tokens are not configured") };
+        verifier.verify(value.as_bytes()).await.map(Some).map_err(|_| "invalid token")
     }
 
     async fn authenticate(
@@ -182,7 +209,8 @@ async fn forward(
         Err(status) => return status.into_http(),
     };
     let mut request = Request::from_parts(parts, body);
-    prepare_headers(request.headers_mut(), principal);
+    let client = request.extensions().get::<ClientAddr>().map(|c| c.0.ip().to_string());
+    prepare_headers(request.headers_mut(), principal, client.as_deref());
 
     let remaining = budget.map(|b| b.saturating_sub(arrived.elapsed()));
     if let Some(remaining) = remaining {
@@ -215,9 +243,12 @@ async fn forward(
     }
 }
 
-fn prepare_headers(headers: &mut HeaderMap, principal: &Principal) {
+fn prepare_headers(headers: &mut HeaderMap, principal: &Principal, client: Option<&str>) {
     for name in STRIPPED_HEADERS {
         headers.remove(name);
+    }
+    if let Some(value) = client.and_then(|c| HeaderValue::try_from(c).ok()) {
+        headers.insert(CLIENT_ADDR_HEADER, value);
     }
     headers.insert(header::TE, HeaderValue::from_static("trailers"));
     if let Ok(value) = HeaderValue::try_from(principal.to_header_value()) {

@@ -5,6 +5,7 @@
 //! (reflection, health) or a transparent HTTP/2 hop over mutual TLS to the
 //! internal service that owns the called method.
 
+pub mod bearer;
 pub mod cors;
 pub mod deadline;
 pub mod dispatch;
@@ -48,6 +49,8 @@ pub struct EdgeOptions {
     pub drain: Duration,
     /// Largest request message accepted, in bytes, after grpc-web decoding.
     pub max_message_bytes: usize,
+    /// Verifies bearer tokens and serves `/.well-known/jwks.json`.
+    pub bearer: Option<Arc<bearer::BearerVerifier>>,
 }
 
 /// A failure to set up the edge.
@@ -76,9 +79,14 @@ pub async fn run(
     let prober = tokio::spawn(local::probe_upstreams(reporter.clone(), probes));
 
     let upstreams: HashMap<String, Upstream> = options.upstreams.into_iter().collect();
-    let router =
-        grpc::GrpcRouter::new(options.keys.clone(), local, upstreams, options.max_message_bytes);
-    let dispatch = dispatch::Dispatch::new(router, options.keys);
+    let router = grpc::GrpcRouter::new(
+        options.keys.clone(),
+        local,
+        upstreams,
+        options.max_message_bytes,
+        options.bearer.clone(),
+    );
+    let dispatch = dispatch::Dispatch::new(router, options.keys, options.bearer);
     let service = ServiceBuilder::new()
         .layer(valora_mesh::security_headers::SecurityHeadersLayer::new(options.security_headers))
         .layer(cors::layer(options.cors_origins))

@@ -22,6 +22,8 @@ use crate::principal::{PRINCIPAL_HEADER, Principal};
 pub const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
 /// Header carrying the request id from the edge.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
+/// Header carrying the end client's address from the edge.
+pub const CLIENT_ADDR_HEADER: &str = "x-valora-client-addr";
 
 /// What a handler knows about the caller; inserted into request extensions.
 #[derive(Clone, Debug)]
@@ -32,6 +34,9 @@ pub struct CallContext {
     pub principal: Option<Principal>,
     /// Request id assigned by the edge, when present.
     pub request_id: Option<String>,
+    /// The end client's address: from the edge's header when the edge
+    /// calls, else the TCP peer address.
+    pub client_addr: Option<String>,
 }
 
 impl CallContext {
@@ -117,16 +122,17 @@ where
 async fn admit(config: &GuardConfig, request: &Parts) -> Result<CallContext, Status> {
     let peer = peer_identity(request)?;
     let request_id = header_str(request, REQUEST_ID_HEADER).map(str::to_owned);
+    let client_addr = client_addr(request, &peer);
     let path = request.uri.path();
     let Some((service, method)) = split_grpc_path(path) else {
-        // Not a gRPC path: let the router answer it.
-        return Ok(CallContext { peer, principal: None, request_id });
+        // Not a gRPC path: the router returns its own error.
+        return Ok(CallContext { peer, principal: None, request_id, client_addr });
     };
     if service != HEALTH_SERVICE {
         check_policy(&config.policy, &peer, service, method)?;
     }
     let principal = authenticate(config, request, &peer, service).await?;
-    Ok(CallContext { peer, principal, request_id })
+    Ok(CallContext { peer, principal, request_id, client_addr })
 }
 
 /// One span per call, keyed on the gRPC method; credentials never enter it.
@@ -193,6 +199,20 @@ async fn authenticate(
             Err(Status::unauthenticated(rejection.to_string()))
         }
     }
+}
+
+/// The edge's forwarded client address is trusted only from the edge.
+fn client_addr(request: &Parts, peer: &Identity) -> Option<String> {
+    if *peer == Identity::edge() {
+        if let Some(addr) = header_str(request, CLIENT_ADDR_HEADER) {
+            return Some(addr.to_owned());
+        }
+    }
+    request
+        .extensions
+        .get::<TlsConnectInfo<TcpConnectInfo>>()
+        .and_then(|info| info.get_ref().remote_addr())
+        .map(|addr| addr.ip().to_string())
 }
 
 fn peer_identity(request: &Parts) -> Result<Identity, Status> {

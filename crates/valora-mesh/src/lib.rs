@@ -4,6 +4,7 @@
 //! with each call.
 
 pub mod apikey;
+pub mod apikey_remote;
 pub mod guard;
 pub mod identity;
 pub mod pki;

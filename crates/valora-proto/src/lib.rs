@@ -9,6 +9,12 @@
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/valora_descriptor.bin"));
 
+pub mod auth {
+    pub mod v1 {
+        tonic::include_proto!("valora.auth.v1");
+    }
+}
+
 pub mod marketplace {
     pub mod v1 {
         tonic::include_proto!("valora.marketplace.v1");

@@ -29,6 +29,171 @@ pub enum Command {
     /// Manages mesh certificates.
     #[command(subcommand)]
     Certs(CertsCommand),
+    /// Manages users in the auth database.
+    #[command(subcommand)]
+    Users(UsersCommand),
+    /// Manages API keys in the auth database (for operators).
+    #[command(subcommand)]
+    Apikey(ApiKeyCommand),
+    /// Manages the auth service's token signing keys.
+    #[command(subcommand)]
+    Auth(AuthCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// Imports users with Passlib pbkdf2_sha256 hashes from a CSV file with
+    /// the header `email,password_hash,display_name` (display_name
+    /// optional); bad lines are reported by number and skipped.
+    Import {
+        /// The CSV file.
+        file: PathBuf,
+        #[command(flatten)]
+        db: AuthDbArgs,
+    },
+    /// Grants the ADMIN role to the user with this email.
+    GrantAdmin {
+        email: String,
+        #[command(flatten)]
+        db: AuthDbArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApiKeyCommand {
+    /// Creates a key and prints its secret once.
+    Create {
+        /// Name that says what the key is for.
+        #[arg(long)]
+        name: String,
+        /// Comma-separated scopes: marketplace:read, marketplace:write, admin.
+        #[arg(long, value_delimiter = ',', required = true)]
+        scopes: Vec<String>,
+        /// Email of the user who owns the key; operator keys have none.
+        #[arg(long)]
+        owner: Option<String>,
+        /// Lifetime in seconds; the key does not expire when unset.
+        #[arg(long, value_name = "SECONDS")]
+        ttl_seconds: Option<u64>,
+        #[command(flatten)]
+        db: AuthDbArgs,
+    },
+    /// Lists every key, without secrets.
+    List {
+        #[command(flatten)]
+        db: AuthDbArgs,
+    },
+    /// Issues a successor; the old key works for the grace period.
+    Rotate {
+        /// Key id (16 hex digits).
+        id: String,
+        /// How long the old key keeps working, in seconds.
+        #[arg(long, default_value_t = 3600, value_name = "SECONDS")]
+        grace_seconds: u64,
+        #[command(flatten)]
+        db: AuthDbArgs,
+    },
+    /// Revokes a key at once.
+    Revoke {
+        /// Key id (16 hex digits).
+        id: String,
+        #[command(flatten)]
+        db: AuthDbArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuthCommand {
+    /// Writes a new Ed25519 signing key; it signs new tokens within seconds,
+    /// and older keys keep verifying until removed.
+    NewSigningKey {
+        /// The signing key folder.
+        #[arg(long, env = "AUTH_SIGNING_KEYS_DIR", value_name = "DIR")]
+        dir: PathBuf,
+    },
+}
+
+/// The auth database and the key pepper, for operator commands.
+#[derive(Debug, Clone, Args)]
+pub struct AuthDbArgs {
+    /// Database of the auth service.
+    #[arg(long, env = "AUTH_DATABASE_URL", hide_env_values = true, value_name = "URL")]
+    pub auth_database_url: String,
+
+    #[command(flatten)]
+    pub pepper: PepperArgs,
+}
+
+/// The server secret that keys stored API key hashes.
+#[derive(Debug, Clone, Args)]
+pub struct PepperArgs {
+    /// At least 32 bytes of secret; AUTH_API_KEY_PEPPER_FILE names a file
+    /// holding it instead.
+    #[arg(long, env = "AUTH_API_KEY_PEPPER", hide_env_values = true, value_name = "SECRET")]
+    pub api_key_pepper: Option<String>,
+
+    /// File holding the pepper.
+    #[arg(long, env = "AUTH_API_KEY_PEPPER_FILE", value_name = "FILE")]
+    pub api_key_pepper_file: Option<PathBuf>,
+}
+
+/// Where access tokens come from and whom they are for.
+#[derive(Debug, Clone, Args)]
+pub struct TokenArgs {
+    /// `iss` claim of access tokens.
+    #[arg(long, env = "AUTH_TOKEN_ISSUER", default_value = "valora-auth", value_name = "ISSUER")]
+    pub token_issuer: String,
+
+    /// `aud` claim of access tokens.
+    #[arg(long, env = "AUTH_TOKEN_AUDIENCE", default_value = "valora", value_name = "AUDIENCE")]
+    pub token_audience: String,
+}
+
+/// Settings of the auth service.
+#[derive(Debug, Clone, Args)]
+pub struct AuthSettings {
+    #[command(flatten)]
+    pub tokens: TokenArgs,
+
+    #[command(flatten)]
+    pub pepper: PepperArgs,
+
+    /// Folder of Ed25519 PKCS#8 PEM signing keys; the file whose name
+    /// sorts last signs.
+    #[arg(long, env = "AUTH_SIGNING_KEYS_DIR", value_name = "DIR")]
+    pub signing_keys_dir: Option<PathBuf>,
+
+    /// Lifetime of access tokens, in seconds.
+    #[arg(long, env = "AUTH_ACCESS_TOKEN_TTL_SECONDS", default_value_t = 900, value_name = "SECONDS")]
+    pub access_token_ttl_seconds: u64,
+
+    /// Lifetime of refresh tokens, in seconds.
+    #[arg(long, env = "AUTH_REFRESH_TOKEN_TTL_SECONDS", default_value_t = 30 * 24 * 3600, value_name = "SECONDS")]
+    pub refresh_token_ttl_seconds: u64,
+
+    /// argon2id memory per hash, in KiB.
+    #[arg(long, env = "AUTH_ARGON2_MEMORY_KIB", default_value_t = 19 * 1024, value_name = "KIB")]
+    pub argon2_memory_kib: u32,
+
+    /// argon2id iterations.
+    #[arg(long, env = "AUTH_ARGON2_ITERATIONS", default_value_t = 2, value_name = "COUNT")]
+    pub argon2_iterations: u32,
+
+    /// argon2id lanes.
+    #[arg(long, env = "AUTH_ARGON2_PARALLELISM", default_value_t = 1, value_name = "COUNT")]
+    pub argon2_parallelism: u32,
+
+    /// Password hashes computed at once; 0 means one per CPU core.
+    #[arg(long, env = "AUTH_HASH_CONCURRENCY", default_value_t = 0, value_name = "COUNT")]
+    pub hash_concurrency: usize,
+
+    /// Shortest password, in characters after Unicode normalisation.
+    #[arg(long, env = "AUTH_PASSWORD_MIN_CHARS", default_value_t = 15, value_name = "CHARS")]
+    pub password_min_chars: usize,
+
+    /// Longest password, in characters after Unicode normalisation.
+    #[arg(long, env = "AUTH_PASSWORD_MAX_CHARS", default_value_t = 128, value_name = "CHARS")]
+    pub password_max_chars: usize,
 }
 
 #[derive(Debug, Subcommand)]
@@ -37,6 +202,8 @@ pub enum ServeCommand {
     Edge(EdgeArgs),
     /// Runs the marketplace service.
     Marketplace(MarketplaceArgs),
+    /// Runs the auth service.
+    Auth(AuthArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -171,6 +338,18 @@ pub struct DevArgs {
     /// when unset.
     #[arg(long, env = "MARKETPLACE_DATABASE_URL", hide_env_values = true, value_name = "URL")]
     pub marketplace_database_url: Option<String>,
+
+    /// Address of the auth service's mutual-TLS listener.
+    #[arg(long, env = "VALORA_AUTH_ADDR", default_value = "127.0.0.1:50051", value_name = "HOST:PORT")]
+    pub auth_addr: SocketAddr,
+
+    /// Database of the auth service; SQLite under the state folder when
+    /// unset.
+    #[arg(long, env = "AUTH_DATABASE_URL", hide_env_values = true, value_name = "URL")]
+    pub auth_database_url: Option<String>,
+
+    #[command(flatten)]
+    pub auth: AuthSettings,
 }
 
 #[derive(Debug, Args)]
@@ -186,6 +365,13 @@ pub struct EdgeArgs {
     /// DNS name).
     #[arg(long, env = "VALORA_MARKETPLACE_ADDR", default_value = "127.0.0.1:50052", value_name = "HOST:PORT")]
     pub marketplace_addr: String,
+
+    /// Address of the auth service (HOST:PORT; the host may be a DNS name).
+    #[arg(long, env = "VALORA_AUTH_ADDR", default_value = "127.0.0.1:50051", value_name = "HOST:PORT")]
+    pub auth_addr: String,
+
+    #[command(flatten)]
+    pub tokens: TokenArgs,
 }
 
 #[derive(Debug, Args)]
@@ -205,12 +391,38 @@ pub struct MarketplaceArgs {
     /// production, or sqlite://PATH?mode=rwc.
     #[arg(long, env = "MARKETPLACE_DATABASE_URL", hide_env_values = true, value_name = "URL")]
     pub marketplace_database_url: String,
+
+    /// Address of the auth service, which verifies issued API keys.
+    #[arg(long, env = "VALORA_AUTH_ADDR", default_value = "127.0.0.1:50051", value_name = "HOST:PORT")]
+    pub auth_addr: String,
+}
+
+#[derive(Debug, Args)]
+pub struct AuthArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(flatten)]
+    pub keys: KeyArgs,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    #[command(flatten)]
+    pub auth: AuthSettings,
+
+    /// Address of the auth service's mutual-TLS listener.
+    #[arg(long, env = "VALORA_AUTH_ADDR", default_value = "127.0.0.1:50051", value_name = "HOST:PORT")]
+    pub auth_addr: SocketAddr,
+
+    /// Database URL: postgres://USER@HOST/DB?sslmode=verify-full in
+    /// production, or sqlite://PATH?mode=rwc.
+    #[arg(long, env = "AUTH_DATABASE_URL", hide_env_values = true, value_name = "URL")]
+    pub auth_database_url: String,
 }
 
 /// Which service's migrations to apply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum MigrationTarget {
     Marketplace,
+    Auth,
 }
 
 #[derive(Debug, Args)]
@@ -219,13 +431,17 @@ pub struct MigrateArgs {
     pub service: MigrationTarget,
 
     /// Database URL with owner rights; defaults to the service's database
-    /// variable (MARKETPLACE_DATABASE_URL).
+    /// variable (MARKETPLACE_DATABASE_URL or AUTH_DATABASE_URL).
     #[arg(long, env = "VALORA_MIGRATE_DATABASE_URL", hide_env_values = true, value_name = "URL")]
     pub database_url: Option<String>,
 
     /// The marketplace database, used when --database-url is not given.
     #[arg(long, env = "MARKETPLACE_DATABASE_URL", hide_env_values = true, value_name = "URL", hide = true)]
     pub marketplace_database_url: Option<String>,
+
+    /// The auth database, used when --database-url is not given.
+    #[arg(long, env = "AUTH_DATABASE_URL", hide_env_values = true, value_name = "URL", hide = true)]
+    pub auth_database_url: Option<String>,
 }
 
 #[derive(Debug, Args)]

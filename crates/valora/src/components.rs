@@ -21,6 +21,14 @@ use valora_mesh::identity::Identity;
 use valora_mesh::policy::{Policy, PolicyMode};
 use valora_mesh::server::InternalServer;
 use valora_mesh::tls::{MeshTls, TlsFiles};
+use valora_auth::apikeys::KEY_PREFIX;
+use valora_auth::grpc::AuthApi;
+use valora_auth::local_keys::LocalKeys;
+use valora_auth::service::Auth;
+use valora_mesh::apikey::StaticKeys;
+use valora_mesh::apikey_remote::CompositeKeys;
+use valora_proto::auth::v1::api_key_verifier_server::{ApiKeyVerifierServer, SERVICE_NAME as KEY_VERIFIER_SERVICE};
+use valora_proto::auth::v1::auth_service_server::{AuthServiceServer, SERVICE_NAME as AUTH_SERVICE};
 use valora_proto::marketplace::v1::marketplace_service_server::{
     MarketplaceServiceServer, SERVICE_NAME as MARKETPLACE_SERVICE,
 };
@@ -46,24 +54,30 @@ pub(crate) fn mesh_tls(certs_dir: &Path, identity: &Identity) -> anyhow::Result<
 }
 
 /// The built-in authorization policy: the edge and engineers may call the
-/// public marketplace service (engineers also reflection); nothing else is
-/// allowed.
+/// public services (engineers also reflection); the edge and the
+/// marketplace may verify API keys; nothing else is allowed.
 pub(crate) fn default_policy() -> Policy {
     Policy::new(PolicyMode::Enforce)
         .allow_service(Identity::edge(), MARKETPLACE_SERVICE)
+        .allow_service(Identity::edge(), AUTH_SERVICE)
+        .allow_service(Identity::edge(), KEY_VERIFIER_SERVICE)
+        .allow_service(Identity::marketplace(), KEY_VERIFIER_SERVICE)
         .allow_service(Identity::engineer(), MARKETPLACE_SERVICE)
+        .allow_service(Identity::engineer(), AUTH_SERVICE)
         .allow_service(Identity::engineer(), "grpc.reflection.v1.ServerReflection")
         .allow_service(Identity::engineer(), "grpc.reflection.v1alpha.ServerReflection")
 }
 
 /// Loads the policy file, or the built-in policy, and checks that every
-/// method of `service` has a grant.
-pub(crate) fn policy(args: &PolicyArgs, service: &str) -> anyhow::Result<Arc<Policy>> {
+/// method of `services` has a grant.
+pub(crate) fn policy(args: &PolicyArgs, services: &[&str]) -> anyhow::Result<Arc<Policy>> {
     let (policy, source) = match &args.policy_file {
         Some(path) => (Policy::from_file(path)?, path.display().to_string()),
         None => (default_policy(), "built-in".to_owned()),
     };
-    policy.ensure_covers(service, &source)?;
+    for service in services {
+        policy.ensure_covers(service, &source)?;
+    }
     if policy.mode() == PolicyMode::Audit {
         tracing::warn!(policy = %source, "authorization policy in audit mode: denials are logged, not enforced");
     }
@@ -137,6 +151,47 @@ pub(crate) fn marketplace_server(
     })
 }
 
+/// The auth service's internal server, ready to run.
+pub(crate) fn auth_server(
+    listener: TcpListener,
+    tls: Arc<MeshTls>,
+    auth: Auth,
+    static_keys: Option<StaticKeys>,
+    policy: Arc<Policy>,
+    common: &CommonArgs,
+) -> anyhow::Result<InternalServer> {
+    let security_headers = crate::settings::security_headers(&common.headers)?;
+    let keys: Arc<dyn KeyVerifier> = Arc::new(CompositeKeys {
+        static_keys: static_keys.unwrap_or_default(),
+        issued: Some(Arc::new(LocalKeys(auth.clone()))),
+        issued_prefix: KEY_PREFIX,
+    });
+    let api = AuthApi::new(auth);
+    let routes = Routes::new(
+        AuthServiceServer::new(api.clone()).max_decoding_message_size(common.max_message_bytes),
+    )
+    .add_service(ApiKeyVerifierServer::new(api).max_decoding_message_size(common.max_message_bytes));
+    Ok(InternalServer {
+        name: "auth",
+        listener,
+        tls,
+        guard: GuardConfig {
+            policy,
+            keys,
+            anonymous_services: HashSet::from([KEY_VERIFIER_SERVICE.to_owned()]),
+        },
+        routes,
+        services: vec![AUTH_SERVICE.to_owned(), KEY_VERIFIER_SERVICE.to_owned()],
+        drain: Duration::from_secs(common.drain_seconds),
+        expiry_threshold: Duration::from_secs(common.cert_expiry_threshold_seconds),
+        security_headers,
+        on_handshake_failure: Arc::new(|reason| {
+            metrics::counter!("valora_tls_handshake_failures_total", "listener" => "auth", "reason" => reason.as_str())
+                .increment(1);
+        }),
+    })
+}
+
 /// Starts the admin endpoint on `addr`.
 pub(crate) async fn start_admin(
     addr: SocketAddr,
@@ -153,6 +208,14 @@ pub(crate) async fn start_admin(
 
 /// A readiness check that pings a database.
 pub(crate) fn database_check(store: Store) -> valora_telemetry::ReadinessCheck {
+    Arc::new(move || {
+        let store = store.clone();
+        Box::pin(async move { store.ping().await.map_err(|e| e.to_string()) })
+    })
+}
+
+/// A readiness check that pings the auth database.
+pub(crate) fn auth_database_check(store: valora_auth::store::Store) -> valora_telemetry::ReadinessCheck {
     Arc::new(move || {
         let store = store.clone();
         Box::pin(async move { store.ping().await.map_err(|e| e.to_string()) })

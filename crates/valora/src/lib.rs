@@ -1,6 +1,7 @@
 //! The `valora` command: runs the development mesh, each component on its
 //! own, migrations and the development PKI.
 
+mod auth;
 pub mod cli;
 mod commands;
 mod components;
@@ -48,6 +49,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let common = match command {
                 cli::ServeCommand::Edge(args) => &args.common,
                 cli::ServeCommand::Marketplace(args) => &args.common,
+                cli::ServeCommand::Auth(args) => &args.common,
             };
             valora_telemetry::init_logging(common.log_format);
             commands::serve::run(command).await
@@ -57,6 +59,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             commands::migrate::run(args).await
         }
         Command::Certs(cli::CertsCommand::Dev(args)) => commands::certs::run(args),
+        Command::Users(command) => {
+            valora_telemetry::init_logging(valora_telemetry::LogFormat::Human);
+            commands::admin::users(command).await
+        }
+        Command::Apikey(command) => {
+            valora_telemetry::init_logging(valora_telemetry::LogFormat::Human);
+            commands::admin::apikey(command).await
+        }
+        Command::Auth(cli::AuthCommand::NewSigningKey { dir }) => commands::admin::new_signing_key(dir),
     }
 }
 

@@ -2,17 +2,19 @@
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use anyhow::Context as _;
-use valora_mesh::apikey::{KeyVerifier, StaticKeys};
+use valora_mesh::apikey::StaticKeys;
 use valora_mesh::identity::Identity;
 use valora_mesh::pki;
 use valora_telemetry::Readiness;
 
 use crate::cli::{DevArgs, MigrationTarget};
 use crate::commands::{migrate, serve};
+use crate::auth;
 use crate::components::{self, bind, live_mesh_tls};
+use valora_proto::auth::v1::api_key_verifier_server::SERVICE_NAME as KEY_VERIFIER_SERVICE;
+use valora_proto::auth::v1::auth_service_server::SERVICE_NAME as AUTH_SERVICE;
 use valora_proto::marketplace::v1::marketplace_service_server::SERVICE_NAME as MARKETPLACE_SERVICE;
 use crate::edge;
 use crate::settings::{database_url, static_keys};
@@ -30,35 +32,55 @@ pub(crate) async fn run(args: &DevArgs) -> anyhow::Result<()> {
         })?;
         tracing::info!(dir = %args.common.certs_dir.display(), "development certificates created");
     }
-    let (keys, generated) = dev_keys(args)?;
-    let keys: Arc<dyn KeyVerifier> = Arc::new(keys);
+    let (static_keys, generated) = dev_keys(args)?;
+    let policy = components::policy(
+        &args.policy,
+        &[MARKETPLACE_SERVICE, AUTH_SERVICE, KEY_VERIFIER_SERVICE],
+    )?;
 
-    let url = match &args.marketplace_database_url {
-        Some(url) => database_url("MARKETPLACE_DATABASE_URL", url)?,
-        None => sqlite_url(&args.state_dir.join("marketplace.db")),
-    };
-    let policy = components::policy(&args.policy, MARKETPLACE_SERVICE)?;
-    migrate::migrate(MigrationTarget::Marketplace, &url).await?;
-    let store = components::marketplace_store(&url).await?;
+    let market_url = database_url_or_sqlite(args.marketplace_database_url.as_deref(), "MARKETPLACE_DATABASE_URL", &args.state_dir, "marketplace.db")?;
+    let auth_url = database_url_or_sqlite(args.auth_database_url.as_deref(), "AUTH_DATABASE_URL", &args.state_dir, "auth.db")?;
+    migrate::migrate(MigrationTarget::Marketplace, &market_url).await?;
+    migrate::migrate(MigrationTarget::Auth, &auth_url).await?;
+    let store = components::marketplace_store(&market_url).await?;
+    let pepper = auth::pepper(&args.auth.pepper, Some(&args.state_dir))?;
+    let signing = auth::signing_keys(args.auth.signing_keys_dir.as_deref(), Some(&args.state_dir))?;
+    let auth_service = auth::build(&args.auth, &auth_url, pepper, signing).await?;
+
     let market_tls = live_mesh_tls(&args.common.certs_dir, &Identity::marketplace())?;
     let edge_tls = live_mesh_tls(&args.common.certs_dir, &Identity::edge())?;
+    let auth_tls = live_mesh_tls(&args.common.certs_dir, &Identity::auth())?;
     let threshold = serve::threshold(&args.common);
 
     let (_stop, shutdown) = components::shutdown_on_signal();
     let mut readiness = Readiness::default();
     readiness.add("marketplace database", components::database_check(store.clone()));
-    readiness.add("marketplace certificate", components::certificate_check(market_tls.clone(), threshold));
-    readiness.add("edge certificate", components::certificate_check(edge_tls.clone(), threshold));
+    readiness.add("auth database", components::auth_database_check(auth_service.store().clone()));
+    for (name, tls) in [("marketplace", &market_tls), ("edge", &edge_tls), ("auth", &auth_tls)] {
+        readiness.add(format!("{name} certificate"), components::certificate_check(tls.clone(), threshold));
+    }
     let admin = components::start_admin(args.common.admin_addr, readiness, shutdown.clone()).await?;
+
+    let auth_listener = bind(args.auth_addr, "VALORA_AUTH_ADDR (--auth-addr)").await?;
+    let auth_addr = auth_listener.local_addr()?.to_string();
+    let auth_server = components::auth_server(
+        auth_listener,
+        auth_tls,
+        auth_service,
+        Some(static_keys.clone()),
+        policy.clone(),
+        &args.common,
+    )?;
 
     let market_listener =
         bind(args.marketplace_addr, "VALORA_MARKETPLACE_ADDR (--marketplace-addr)").await?;
     let market_addr = market_listener.local_addr()?;
+    let market_keys = auth::remote_keys(Some(static_keys.clone()), &market_tls, &auth_addr)?;
     let market = components::marketplace_server(
         market_listener,
         market_tls,
         store,
-        keys.clone(),
+        market_keys,
         policy,
         &args.common,
         shutdown.clone(),
@@ -66,17 +88,35 @@ pub(crate) async fn run(args: &DevArgs) -> anyhow::Result<()> {
 
     let edge_listener = bind(args.edge.edge_addr, "VALORA_EDGE_ADDR (--edge-addr)").await?;
     let edge_addr = edge_listener.local_addr()?;
-    let options = edge::options(&args.edge, &args.common, keys, &edge_tls, &market_addr.to_string())?;
+    let edge_keys = auth::remote_keys(Some(static_keys), &edge_tls, &auth_addr)?;
+    let options = edge::options(
+        &args.edge,
+        &args.common,
+        &args.auth.tokens,
+        edge_keys,
+        &edge_tls,
+        &market_addr.to_string(),
+        &auth_addr,
+    )?;
 
+    let auth_task = tokio::spawn(auth_server.run(shutdown.clone()));
     let market_task = tokio::spawn(market.run(shutdown.clone()));
     let edge_task = tokio::spawn(valora_gateway::run(edge_listener, options, shutdown));
-    print_banner(args, edge_addr, market_addr, admin, generated.as_deref());
+    print_banner(args, edge_addr, market_addr, &auth_addr, admin, generated.as_deref());
 
-    let (market_result, edge_result) = tokio::join!(market_task, edge_task);
+    let (auth_result, market_result, edge_result) = tokio::join!(auth_task, market_task, edge_task);
+    auth_result.context("auth task failed")??;
     market_result.context("marketplace task failed")??;
     edge_result.context("edge task failed")??;
     tracing::info!("development mesh stopped");
     Ok(())
+}
+
+fn database_url_or_sqlite(url: Option<&str>, setting: &str, state: &Path, file: &str) -> anyhow::Result<String> {
+    Ok(match url {
+        Some(url) => database_url(setting, url)?,
+        None => sqlite_url(&state.join(file)),
+    })
 }
 
 /// The static keys from the settings, or the stored development key, or a
@@ -105,6 +145,7 @@ fn print_banner(
     args: &DevArgs,
     edge: std::net::SocketAddr,
     market: std::net::SocketAddr,
+    auth: &str,
     admin: std::net::SocketAddr,
     generated_key: Option<&str>,
 ) {
@@ -118,6 +159,7 @@ fn print_banner(
     let _ = writeln!(out, "VALORA mesh development stack is running");
     let _ = writeln!(out, "  edge         {edge}  (gRPC over h2c, grpc-web over HTTP/1.1 and HTTP/2)");
     let _ = writeln!(out, "  marketplace  {market}  (mutual TLS only)");
+    let _ = writeln!(out, "  auth         {auth}  (mutual TLS only)");
     let _ = writeln!(out, "  admin        http://{admin}/metrics  /healthz  /readyz");
     let _ = writeln!(out, "  certificates {}", args.common.certs_dir.display());
     let _ = writeln!(out, "  state        {}", args.state_dir.display());

@@ -3,6 +3,7 @@
 use anyhow::Context as _;
 use sea_orm::{ConnectOptions, Database};
 use valora_migrations::MigratorTrait;
+use valora_migrations::auth::AuthMigrator;
 use valora_migrations::marketplace::MarketplaceMigrator;
 
 use crate::cli::{MigrateArgs, MigrationTarget};
@@ -11,16 +12,16 @@ use crate::settings::{SettingError, database_url};
 pub(crate) async fn run(args: &MigrateArgs) -> anyhow::Result<()> {
     let (url, setting) = match (&args.database_url, args.service) {
         (Some(url), _) => (url.clone(), "VALORA_MIGRATE_DATABASE_URL (--database-url)"),
-        (None, MigrationTarget::Marketplace) => (
-            args.marketplace_database_url.clone().ok_or_else(|| {
-                SettingError::new(
-                    "MARKETPLACE_DATABASE_URL",
-                    "is not set",
-                    "set it or pass --database-url with an owner role",
-                )
-            })?,
-            "MARKETPLACE_DATABASE_URL",
-        ),
+        (None, target) => {
+            let (url, setting) = match target {
+                MigrationTarget::Marketplace => (&args.marketplace_database_url, "MARKETPLACE_DATABASE_URL"),
+                MigrationTarget::Auth => (&args.auth_database_url, "AUTH_DATABASE_URL"),
+            };
+            let url = url.clone().ok_or_else(|| {
+                SettingError::new(setting, "is not set", "set it or pass --database-url with an owner role")
+            })?;
+            (url, setting)
+        }
     };
     let url = database_url(setting, &url)?;
     migrate(args.service, &url).await?;
@@ -36,6 +37,7 @@ pub(crate) async fn migrate(service: MigrationTarget, url: &str) -> anyhow::Resu
     let db = Database::connect(options).await.context("cannot connect to the database")?;
     match service {
         MigrationTarget::Marketplace => MarketplaceMigrator::up(&db, None).await,
+        MigrationTarget::Auth => AuthMigrator::up(&db, None).await,
     }
     .context("migration failed")?;
     db.close().await.ok();

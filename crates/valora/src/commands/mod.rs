@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub(crate) mod admin;
 pub(crate) mod certs;
 pub(crate) mod dev;
 pub(crate) mod migrate;

@@ -1,46 +1,56 @@
-//! `valora serve edge|marketplace`.
+//! `valora serve edge|marketplace|auth`.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use valora_mesh::apikey::KeyVerifier;
+use valora_mesh::apikey::StaticKeys;
 use valora_mesh::identity::Identity;
+use valora_proto::auth::v1::api_key_verifier_server::SERVICE_NAME as KEY_VERIFIER_SERVICE;
+use valora_proto::auth::v1::auth_service_server::SERVICE_NAME as AUTH_SERVICE;
+use valora_proto::marketplace::v1::marketplace_service_server::SERVICE_NAME as MARKETPLACE_SERVICE;
 use valora_telemetry::Readiness;
 
-use crate::cli::{EdgeArgs, MarketplaceArgs, ServeCommand};
+use crate::cli::{AuthArgs, EdgeArgs, KeyArgs, MarketplaceArgs, ServeCommand};
 use crate::components::{self, bind};
-use valora_proto::marketplace::v1::marketplace_service_server::SERVICE_NAME as MARKETPLACE_SERVICE;
-use crate::edge;
-use crate::settings::{SettingError, database_url, static_keys};
+use crate::settings::{database_url, static_keys};
+use crate::{auth, edge};
 
 pub(crate) async fn run(command: &ServeCommand) -> anyhow::Result<()> {
     match command {
         ServeCommand::Edge(args) => edge_main(args).await,
         ServeCommand::Marketplace(args) => marketplace_main(args).await,
+        ServeCommand::Auth(args) => auth_main(args).await,
     }
 }
 
-fn required_keys(args: &crate::cli::KeyArgs) -> anyhow::Result<Arc<dyn KeyVerifier>> {
-    let keys = static_keys(args)?.ok_or_else(|| {
-        SettingError::new(
-            "MARKETPLACE_API_KEY",
-            "is not set, so no API key could ever be accepted",
-            "set it (or MARKETPLACE_API_KEY_FILE) to one or more keys of at least 32 characters",
-        )
-    })?;
-    Ok(Arc::new(keys))
+/// Static keys are optional once the auth service issues keys.
+fn optional_keys(args: &KeyArgs) -> anyhow::Result<Option<StaticKeys>> {
+    let keys = static_keys(args)?;
+    match &keys {
+        Some(keys) => tracing::info!(count = keys.len(), ids = ?keys.ids(), "static API keys loaded"),
+        None => tracing::info!("no static API keys; only keys issued by the auth service are accepted"),
+    }
+    Ok(keys)
 }
 
 async fn edge_main(args: &EdgeArgs) -> anyhow::Result<()> {
-    let keys = required_keys(&args.keys)?;
+    let static_keys = optional_keys(&args.keys)?;
     let tls = components::live_mesh_tls(&args.common.certs_dir, &Identity::edge())?;
+    let keys = auth::remote_keys(static_keys, &tls, &args.auth_addr)?;
     let (_stop, shutdown) = components::shutdown_on_signal();
     let mut readiness = Readiness::default();
     readiness.add("edge certificate", components::certificate_check(tls.clone(), threshold(&args.common)));
     components::start_admin(args.common.admin_addr, readiness, shutdown.clone()).await?;
     let listener = bind(args.edge.edge_addr, "VALORA_EDGE_ADDR (--edge-addr)").await?;
-    let options = edge::options(&args.edge, &args.common, keys, &tls, &args.marketplace_addr)?;
+    let options = edge::options(
+        &args.edge,
+        &args.common,
+        &args.tokens,
+        keys,
+        &tls,
+        &args.marketplace_addr,
+        &args.auth_addr,
+    )?;
     tracing::info!(addr = %listener.local_addr()?, "edge listening");
     valora_gateway::run(listener, options, shutdown).await?;
     tracing::info!("edge stopped");
@@ -48,10 +58,11 @@ async fn edge_main(args: &EdgeArgs) -> anyhow::Result<()> {
 }
 
 async fn marketplace_main(args: &MarketplaceArgs) -> anyhow::Result<()> {
-    let keys = required_keys(&args.keys)?;
+    let static_keys = optional_keys(&args.keys)?;
     let url = database_url("MARKETPLACE_DATABASE_URL", &args.marketplace_database_url)?;
-    let policy = components::policy(&args.policy, MARKETPLACE_SERVICE)?;
+    let policy = components::policy(&args.policy, &[MARKETPLACE_SERVICE])?;
     let tls = components::live_mesh_tls(&args.common.certs_dir, &Identity::marketplace())?;
+    let keys = auth::remote_keys(static_keys, &tls, &args.auth_addr)?;
     let store = components::marketplace_store(&url).await?;
     let (_stop, shutdown) = components::shutdown_on_signal();
     let mut readiness = Readiness::default();
@@ -60,17 +71,30 @@ async fn marketplace_main(args: &MarketplaceArgs) -> anyhow::Result<()> {
     components::start_admin(args.common.admin_addr, readiness, shutdown.clone()).await?;
     let listener = bind(args.marketplace_addr, "VALORA_MARKETPLACE_ADDR (--marketplace-addr)").await?;
     tracing::info!(addr = %listener.local_addr()?, "marketplace listening");
-    let server = components::marketplace_server(
-        listener,
-        tls,
-        store,
-        keys,
-        policy,
-        &args.common,
-        shutdown.clone(),
-    )?;
+    let server = components::marketplace_server(listener, tls, store, keys, policy, &args.common, shutdown.clone())?;
     server.run(shutdown).await.context("marketplace server failed")?;
     tracing::info!("marketplace stopped");
+    Ok(())
+}
+
+async fn auth_main(args: &AuthArgs) -> anyhow::Result<()> {
+    let static_keys = optional_keys(&args.keys)?;
+    let url = database_url("AUTH_DATABASE_URL", &args.auth_database_url)?;
+    let policy = components::policy(&args.policy, &[AUTH_SERVICE, KEY_VERIFIER_SERVICE])?;
+    let tls = components::live_mesh_tls(&args.common.certs_dir, &Identity::auth())?;
+    let pepper = auth::pepper(&args.auth.pepper, None)?;
+    let signing = auth::signing_keys(args.auth.signing_keys_dir.as_deref(), None)?;
+    let service = auth::build(&args.auth, &url, pepper, signing).await?;
+    let (_stop, shutdown) = components::shutdown_on_signal();
+    let mut readiness = Readiness::default();
+    readiness.add("database", components::auth_database_check(service.store().clone()));
+    readiness.add("certificate", components::certificate_check(tls.clone(), threshold(&args.common)));
+    components::start_admin(args.common.admin_addr, readiness, shutdown.clone()).await?;
+    let listener = bind(args.auth_addr, "VALORA_AUTH_ADDR (--auth-addr)").await?;
+    tracing::info!(addr = %listener.local_addr()?, "auth listening");
+    let server = components::auth_server(listener, tls, service, static_keys, policy, &args.common)?;
+    server.run(shutdown).await.context("auth server failed")?;
+    tracing::info!("auth stopped");
     Ok(())
 }
 

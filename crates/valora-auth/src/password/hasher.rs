@@ -1,0 +1,172 @@
+//! Password hashing with argon2id, off the async runtime and with bounded
+//! concurrency.
+
+use std::sync::Arc;
+
+use argon2::{Algorithm, Argon2, Params, PasswordHash, PasswordHasher, PasswordVerifier, Version};
+use tokio::sync::Semaphore;
+
+use super::passlib::Pbkdf2Sha256;
+
+/// argon2id cost parameters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Argon2Settings {
+    /// Memory per hash, in KiB.
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+}
+
+impl Default for Argon2Settings {
+    /// OWASP's Password Storage Cheat Sheet's first argon2id option:
+    /// 19 MiB of memory, 2 iterations, 1 degree of parallelism.
+    fn default() -> Self {
+        Self { memory_kib: 19 * 1024, iterations: 2, parallelism: 1 }
+    }
+}
+
+/// The outcome of checking a password against a stored hash.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verification {
+    Invalid,
+    /// Correct; `rehash` when the stored hash is legacy or uses other
+    /// parameters than the current ones.
+    Valid { rehash: bool },
+}
+
+/// A hashing failure, which is a server fault, never the caller's.
+#[derive(Debug, thiserror::Error)]
+pub enum HashError {
+    #[error("invalid argon2 settings: {0}")]
+    Settings(String),
+    #[error("password hashing failed: {0}")]
+    Hash(String),
+    #[error("password hashing task failed: {0}")]
+    Task(String),
+}
+
+/// Hashes and verifies passwords on the blocking thread pool, at most
+/// `concurrency` at a time, so that a login storm neither starves the async
+/// runtime nor exhausts memory (each hash takes `memory_kib`).
+#[derive(Clone)]
+pub struct Hasher {
+    argon2: Arc<Argon2<'static>>,
+    settings: Argon2Settings,
+    permits: Arc<Semaphore>,
+    /// A hash of a random password, verified for unknown users so that their
+    /// logins cost the same as real ones.
+    dummy: Arc<String>,
+}
+
+impl Hasher {
+    /// Builds a hasher and its dummy hash.
+    pub fn new(settings: Argon2Settings, concurrency: usize) -> Result<Self, HashError> {
+        let params = Params::new(settings.memory_kib, settings.iterations, settings.parallelism, None)
+            .map_err(|e| HashError::Settings(e.to_string()))?;
+        let argon2 = Arc::new(Argon2::new(Algorithm::Argon2id, Version::V0x13, params));
+        let random = valora_mesh::apikey::hex(&rand::random::<[u8; 24]>());
+        let dummy = argon2
+            .hash_password(random.as_bytes())
+            .map_err(|e| HashError::Hash(e.to_string()))?
+            .to_string();
+        Ok(Self {
+            argon2,
+            settings,
+            permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            dummy: Arc::new(dummy),
+        })
+    }
+
+    /// The current settings.
+    pub fn settings(&self) -> Argon2Settings {
+        self.settings
+    }
+
+    /// Hashes a normalised password into a PHC string.
+    pub async fn hash(&self, password: String) -> Result<String, HashError> {
+        let argon2 = self.argon2.clone();
+        self.blocking(move || {
+            argon2
+                .hash_password(password.as_bytes())
+                .map(|h| h.to_string())
+                .map_err(|e| HashError::Hash(e.to_string()))
+        })
+        .await?
+    }
+
+    /// Checks a normalised password against a stored hash. With no stored
+    /// hash (unknown user), the dummy hash is checked instead and the answer
+    /// is `Invalid`, at the same cost.
+    pub async fn verify(&self, password: String, stored: Option<String>) -> Result<Verification, HashError> {
+        let argon2 = self.argon2.clone();
+        let dummy = self.dummy.clone();
+        let current = self.settings;
+        self.blocking(move || match stored {
+            None => {
+                let _ = verify_argon2(&argon2, &password, &dummy, current);
+                Verification::Invalid
+            }
+            Some(stored) if stored.starts_with("$pbkdf2-sha256$") => {
+                match Pbkdf2Sha256::parse(&stored) {
+                    Ok(legacy) if legacy.verify(&password) => Verification::Valid { rehash: true },
+                    _ => Verification::Invalid,
+                }
+            }
+            Some(stored) => verify_argon2(&argon2, &password, &stored, current),
+        })
+        .await
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, HashError> {
+        let _permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| HashError::Task(e.to_string()))?;
+        tokio::task::spawn_blocking(work).await.map_err(|e| HashError::Task(e.to_string()))
+    }
+}
+
+fn verify_argon2(argon2: &Argon2<'_>, password: &str, stored: &str, current: Argon2Settings) -> Verification {
+    let Ok(parsed) = PasswordHash::new(stored) else { return Verification::Invalid };
+    // Verification uses the parameters recorded in the stored hash.
+    if argon2.verify_password(password.as_bytes(), &parsed).is_err() {
+        return Verification::Invalid;
+    }
+    let outdated = Params::try_from(&parsed).map_or(true, |p| {
+        p.m_cost() != current.memory_kib || p.t_cost() != current.iterations || p.p_cost() != current.parallelism
+    }) || parsed.algorithm.as_str() != "argon2id";
+    Verification::Valid { rehash: outdated }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cheap(memory_kib: u32) -> Argon2Settings {
+        Argon2Settings { memory_kib, iterations: 1, parallelism: 1 }
+    }
+
+    #[tokio::test]
+    async fn hashes_verify_and_report_outdated_parameters() {
+        let old = Hasher::new(cheap(1024), 2).unwrap();
+        let hash = old.hash("correct horse battery staple".into()).await.unwrap();
+        assert!(hash.starts_with("$argon2id$v=19$m=1024,t=1,p=1$"), "{hash}");
+        assert_eq!(old.verify("correct horse battery staple".into(), Some(hash.clone())).await.unwrap(), Verification::Valid { rehash: false });
+        assert_eq!(old.verify("wrong".into(), Some(hash.clone())).await.unwrap(), Verification::Invalid);
+
+        let new = Hasher::new(cheap(2048), 2).unwrap();
+        assert_eq!(new.verify("correct horse battery staple".into(), Some(hash)).await.unwrap(), Verification::Valid { rehash: true });
+    }
+
+    #[tokio::test]
+    async fn unknown_users_are_invalid() {
+        let hasher = Hasher::new(cheap(1024), 1).unwrap();
+        assert_eq!(hasher.verify("anything".into(), None).await.unwrap(), Verification::Invalid);
+        assert_eq!(hasher.verify("anything".into(), Some("garbage".into())).await.unwrap(), Verification::Invalid);
+    }
+}

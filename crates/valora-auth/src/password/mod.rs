@@ -1,0 +1,5 @@
+//! Password rules and hashes.
+
+pub mod hasher;
+pub mod passlib;
+pub mod policy;

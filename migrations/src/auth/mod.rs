@@ -1,0 +1,19 @@
+//! Migrations of the auth service.
+
+mod m0001_users_tokens_keys;
+
+use sea_orm_migration::prelude::*;
+
+/// Applies the auth service's migrations.
+pub struct AuthMigrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for AuthMigrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m0001_users_tokens_keys::Migration)]
+    }
+
+    fn migration_table_name() -> DynIden {
+        "auth_migrations".into_iden()
+    }
+}
