@@ -26,7 +26,7 @@ fn direct_client(
     let files = TlsFiles::in_dir(&mesh.layout.certs_dir(), identity);
     let tls = MeshTls::load(files, identity).unwrap();
     let channel = mesh_channel(&tls, &mesh.layout.marketplace.to_string(), &Identity::marketplace()).unwrap();
-    MarketplaceServiceClient::with_interceptor(channel, KeyInterceptor(KEY.into()))
+    MarketplaceServiceClient::with_interceptor(channel, KeyInterceptor::new(KEY))
 }
 
 #[tokio::test]

@@ -4,6 +4,8 @@
 //! database, and clients nobody here wrote (grpcurl, Python grpcio).
 
 mod api_keys;
+mod auth;
+mod browser;
 mod dev_command;
 mod grpcurl;
 mod identity;

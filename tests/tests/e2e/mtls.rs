@@ -73,7 +73,7 @@ async fn marketplace_refuses_plaintext() {
     let outcome = match channel.connect().await {
         Err(_) => None,
         Ok(channel) => {
-            let mut client = MarketplaceServiceClient::with_interceptor(channel, KeyInterceptor(KEY.into()));
+            let mut client = MarketplaceServiceClient::with_interceptor(channel, KeyInterceptor::new(KEY));
             Some(client.list_listings(ListListingsRequest::default()).await)
         }
     };
@@ -224,10 +224,10 @@ async fn engineer_certificate_calls_directly_with_a_key() {
     let addr = mesh.layout.marketplace.to_string();
     let channel = mesh_channel(&tls, &addr, &Identity::marketplace()).unwrap();
 
-    let mut with_key = MarketplaceServiceClient::with_interceptor(channel.clone(), KeyInterceptor(KEY.into()));
+    let mut with_key = MarketplaceServiceClient::with_interceptor(channel.clone(), KeyInterceptor::new(KEY));
     with_key.list_listings(ListListingsRequest::default()).await.expect("engineer with key");
 
-    let mut without_key = MarketplaceServiceClient::with_interceptor(channel.clone(), KeyInterceptor(String::new()));
+    let mut without_key = MarketplaceServiceClient::with_interceptor(channel.clone(), KeyInterceptor::new(""));
     let status = without_key.list_listings(ListListingsRequest::default()).await.expect_err("no key");
     assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
 
@@ -247,7 +247,7 @@ async fn client_refuses_server_with_wrong_identity() {
     let tls = MeshTls::load(files, &Identity::engineer()).unwrap();
     // The marketplace presents its own identity, not auth's.
     let channel = mesh_channel(&tls, &mesh.layout.marketplace.to_string(), &Identity::auth()).unwrap();
-    let mut client = MarketplaceServiceClient::with_interceptor(channel, KeyInterceptor(KEY.into()));
+    let mut client = MarketplaceServiceClient::with_interceptor(channel, KeyInterceptor::new(KEY));
     let status = client.list_listings(ListListingsRequest::default()).await.expect_err("wrong identity");
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
 }

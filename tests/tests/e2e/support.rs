@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use tonic::metadata::MetadataValue;
 use tonic::service::Interceptor;
 use tonic::transport::Channel;
+use valora_proto::auth::v1::auth_service_client::AuthServiceClient;
 use valora_proto::marketplace::v1::marketplace_service_client::MarketplaceServiceClient;
 
 /// The static API key the test meshes accept.
@@ -44,6 +45,7 @@ pub struct MeshLayout {
     pub dir: tempfile::TempDir,
     pub edge: SocketAddr,
     pub marketplace: SocketAddr,
+    pub auth: SocketAddr,
     pub admin: SocketAddr,
 }
 
@@ -54,7 +56,8 @@ impl MeshLayout {
             dir: tempfile::tempdir().expect("temporary folder"),
             edge: port(0),
             marketplace: port(1),
-            admin: port(2),
+            auth: port(2),
+            admin: port(3),
         }
     }
 
@@ -91,6 +94,7 @@ impl DevMesh {
             .arg("dev")
             .args(["--edge-addr", &layout.edge.to_string()])
             .args(["--marketplace-addr", &layout.marketplace.to_string()])
+            .args(["--auth-addr", &layout.auth.to_string()])
             .args(["--admin-addr", &layout.admin.to_string()])
             .args(["--state-dir", &layout.state_dir().display().to_string()])
             .args(["--certs-dir", &layout.certs_dir().display().to_string()])
@@ -105,6 +109,10 @@ impl DevMesh {
             }
         }
         command.env("RUST_LOG", "info");
+        // Cheap password hashing keeps debug-build tests fast; the cost
+        // parameters do not change behaviour.
+        command.env("AUTH_ARGON2_MEMORY_KIB", "1024");
+        command.env("AUTH_ARGON2_ITERATIONS", "1");
         match options.api_keys.as_deref() {
             None => {
                 command.env("MARKETPLACE_API_KEY", format!("{KEY},{SECOND_KEY}"));
@@ -134,7 +142,10 @@ impl DevMesh {
                     panic!("valora dev exited with {status}; log:\n{}", self.logs());
                 }
             }
-            if self.edge_health("").await == Some(1) && tcp_open(self.layout.marketplace) {
+            if self.edge_health("").await == Some(1)
+                && tcp_open(self.layout.marketplace)
+                && tcp_open(self.layout.auth)
+            {
                 return;
             }
             if Instant::now() > deadline {
@@ -172,6 +183,35 @@ impl DevMesh {
         std::fs::read_to_string(&self.out).unwrap_or_default()
     }
 
+    /// The auth service's SQLite URL in the state folder.
+    pub fn auth_database_url(&self) -> String {
+        format!("sqlite://{}?mode=rwc", self.layout.state_dir().join("auth.db").display())
+    }
+
+    /// An auth client through the edge with `key` and optional bearer token.
+    pub async fn auth_client(&self, key: &str, bearer: Option<&str>) -> AuthServiceClient<tonic::service::interceptor::InterceptedService<Channel, KeyInterceptor>> {
+        let channel = Channel::from_shared(format!("http://{}", self.layout.edge))
+            .expect("edge URI")
+            .connect()
+            .await
+            .expect("connect to the edge");
+        let mut interceptor = KeyInterceptor::new(key);
+        interceptor.bearer(bearer);
+        AuthServiceClient::with_interceptor(channel, interceptor)
+    }
+
+    /// A marketplace client through the edge with `key` and a bearer token.
+    pub async fn user_client(&self, key: &str, bearer: &str) -> MarketplaceServiceClient<tonic::service::interceptor::InterceptedService<Channel, KeyInterceptor>> {
+        let channel = Channel::from_shared(format!("http://{}", self.layout.edge))
+            .expect("edge URI")
+            .connect()
+            .await
+            .expect("connect to the edge");
+        let mut interceptor = KeyInterceptor::new(key);
+        interceptor.bearer(Some(bearer));
+        MarketplaceServiceClient::with_interceptor(channel, interceptor)
+    }
+
     /// A marketplace client through the edge with `key` (none when empty).
     pub async fn client(&self, key: &str) -> MarketplaceServiceClient<tonic::service::interceptor::InterceptedService<Channel, KeyInterceptor>> {
         let channel = Channel::from_shared(format!("http://{}", self.layout.edge))
@@ -179,7 +219,7 @@ impl DevMesh {
             .connect()
             .await
             .expect("connect to the edge");
-        MarketplaceServiceClient::with_interceptor(channel, KeyInterceptor(key.to_owned()))
+        MarketplaceServiceClient::with_interceptor(channel, KeyInterceptor::new(key))
     }
 
     /// Sends SIGTERM and waits for the process to exit; returns the layout
@@ -215,15 +255,34 @@ fn tcp_open(addr: SocketAddr) -> bool {
     std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
 }
 
-/// Adds `x-api-key` to every call.
+/// Adds `x-api-key` (and, when set, `authorization`) to every call.
 #[derive(Clone)]
-pub struct KeyInterceptor(pub String);
+pub struct KeyInterceptor {
+    key: String,
+    authorization: Option<String>,
+}
+
+impl KeyInterceptor {
+    /// Sends `key` (nothing when empty).
+    pub fn new(key: &str) -> Self {
+        Self { key: key.to_owned(), authorization: None }
+    }
+
+    /// Sends `Authorization: Bearer TOKEN` too.
+    pub fn bearer(&mut self, token: Option<&str>) {
+        self.authorization = token.map(|t| format!("Bearer {t}"));
+    }
+}
 
 impl Interceptor for KeyInterceptor {
     fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        if !self.0.is_empty() {
-            let value: MetadataValue<_> = self.0.parse().map_err(|_| tonic::Status::internal("bad key"))?;
+        if !self.key.is_empty() {
+            let value: MetadataValue<_> = self.key.parse().map_err(|_| tonic::Status::internal("bad key"))?;
             request.metadata_mut().insert("x-api-key", value);
+        }
+        if let Some(bearer) = &self.authorization {
+            let value: MetadataValue<_> = bearer.parse().map_err(|_| tonic::Status::internal("bad token"))?;
+            request.metadata_mut().insert("authorization", value);
         }
         Ok(request)
     }

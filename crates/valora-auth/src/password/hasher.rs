@@ -94,10 +94,14 @@ impl Hasher {
         .await?
     }
 
-    /// Checks a normalised password against a stored hash. With no stored
-    /// hash (unknown user), the dummy hash is checked instead and the answer
-    /// is `Invalid`, at the same cost.
-    pub async fn verify(&self, password: String, stored: Option<String>) -> Result<Verification, HashError> {
+    /// Checks a password against a stored hash: `password` is the raw
+    /// input, which is NFKC-normalised for argon2id hashes (they were made
+    /// from normalised passwords) and tried both ways for legacy hashes,
+    /// whose system may not have normalised. With no stored hash (unknown
+    /// user), the dummy hash is checked instead and the answer is
+    /// `Invalid`, at the same cost.
+    pub async fn verify(&self, raw: String, stored: Option<String>) -> Result<Verification, HashError> {
+        let password = super::policy::normalize(&raw);
         let argon2 = self.argon2.clone();
         let dummy = self.dummy.clone();
         let current = self.settings;
@@ -108,7 +112,9 @@ impl Hasher {
             }
             Some(stored) if stored.starts_with("$pbkdf2-sha256$") => {
                 match Pbkdf2Sha256::parse(&stored) {
-                    Ok(legacy) if legacy.verify(&password) => Verification::Valid { rehash: true },
+                    Ok(legacy) if legacy.verify(&raw) || legacy.verify(&password) => {
+                        Verification::Valid { rehash: true }
+                    }
                     _ => Verification::Invalid,
                 }
             }

@@ -4,8 +4,7 @@
 //! CHECKSUM use Passlib's "adapted base64": the standard alphabet with `.`
 //! in place of `+` and no padding. The checksum is the 32-byte
 //! PBKDF2-HMAC-SHA256 of the password's UTF-8 bytes with that salt and
-//! rounds. The format is described in Passlib 1.7.4's
-//! `passlib.hash.pbkdf2_digest` documentation.
+//! rounds, as Passlib 1.7.4 computes it in `passlib/handlers/pbkdf2.py`.
 
 use std::fmt;
 

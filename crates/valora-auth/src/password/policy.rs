@@ -88,7 +88,7 @@ impl fmt::Display for ContextSource {
 
 /// Reason a password breaks the policy.
 ///
-/// Messages name the limits and the measured length, never the password.
+/// Messages name the limits and measured lengths, never the password or a context word.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum PasswordProblem {
     /// The raw input is longer than the byte cap.

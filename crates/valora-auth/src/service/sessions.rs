@@ -44,7 +44,7 @@ impl Auth {
         let stored = found.as_ref().map(|(_, hash)| hash.clone());
         let verdict = self
             .hasher
-            .verify(normalize(password), stored)
+            .verify(password.to_owned(), stored)
             .await
             .map_err(|e| AuthError::Internal(e.to_string()))?;
         let (user, rehash) = match (found, verdict) {

@@ -2,7 +2,7 @@
 
 use crate::domain::{AuthError, Role, User, Violation, normalize_email, now};
 use crate::password::passlib::Pbkdf2Sha256;
-use crate::password::policy::{PasswordProblem, normalize};
+use crate::password::policy::PasswordProblem;
 use crate::password::hasher::Verification;
 use crate::store;
 
@@ -78,7 +78,7 @@ impl Auth {
         self.throttle.check(&account, client_addr).map_err(AuthError::Throttled)?;
         let verdict = self
             .hasher
-            .verify(normalize(current), Some(stored))
+            .verify(current.to_owned(), Some(stored))
             .await
             .map_err(|e| AuthError::Internal(e.to_string()))?;
         if verdict == Verification::Invalid {
