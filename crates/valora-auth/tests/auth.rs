@@ -279,4 +279,22 @@ async fn api_key_check(db: &TestDb) {
     let listed = auth.list_api_keys(&ada, None, 10).await.unwrap();
     assert_eq!(listed.len(), 2);
     assert!(listed.iter().all(|k| k.owner_id.as_deref() == Some(owner.id.as_str())));
+
+    // Every step left a verifiable audit trail, secrets excluded.
+    let report = valora_audit::verify(auth.store().db(), "auth").await.unwrap();
+    assert_eq!(report.problem, None);
+    let actions: Vec<String> = sea_orm::ConnectionTrait::query_all_raw(
+        auth.store().db(),
+        sea_orm::Statement::from_string(auth.store().db().get_database_backend(), "SELECT action || ':' || outcome || ':' || details AS a FROM auth_audit_events ORDER BY seq"),
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r.try_get::<String>("", "a").unwrap())
+    .collect();
+    for expected in ["user.register:success", "apikey.create:success", "apikey.rotate:success", "apikey.revoke:success", "apikey.verify:failure"] {
+        assert!(actions.iter().any(|a| a.starts_with(expected)), "{expected} missing from {actions:?}");
+    }
+    let all = actions.join(" ");
+    assert!(!all.contains(&created.secret[21..]) && !all.contains(&rotated.secret[21..]), "a key secret reached the audit trail");
 }

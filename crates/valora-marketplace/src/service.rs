@@ -145,6 +145,7 @@ impl Marketplace {
             return Err(concurrent(id));
         }
         let published = reload(&tx, id).await?;
+        tx.audit(audit_event(caller, "listing.publish", id, serde_json::json!({"version": published.version}))).await?;
         self.commit(tx, event(EventKind::Published, &published, None, None)).await?;
         tracing::info!(listing_id = id, actor = %caller.actor_id(), "listing published");
         Ok(published)
@@ -163,6 +164,7 @@ impl Marketplace {
             return Err(concurrent(id));
         }
         let archived = reload(&tx, id).await?;
+        tx.audit(audit_event(caller, "listing.archive", id, serde_json::json!({"from": listing.status.as_str()}))).await?;
         self.commit(tx, event(EventKind::Archived, &archived, None, None)).await?;
         tracing::info!(listing_id = id, actor = %caller.actor_id(), "listing archived");
         Ok(archived)
@@ -266,6 +268,13 @@ impl Marketplace {
         };
         tx.insert_plan(&new).await?;
         let retired = tx.plan(plan_id).await?.ok_or_else(not_found)?;
+        let details = serde_json::json!({
+            "listing_id": listing.id,
+            "new_plan_id": new.id,
+            "revision": new.revision,
+            "price": {"currency_code": new.price.currency_code, "amount_minor": new.price.amount_minor},
+        });
+        tx.audit(audit_event(caller, "plan.rotate", plan_id, details)).await?;
         self.commit(tx, event(EventKind::PlanRotated, &listing, Some(&new), Some(&retired))).await?;
         tracing::info!(plan_id, new_plan_id = %new.id, actor = %caller.actor_id(), "plan rotated");
         Ok((retired, new))
@@ -294,6 +303,25 @@ fn event(kind: EventKind, listing: &Listing, plan: Option<&Plan>, retired: Optio
         plan: plan.cloned(),
         retired_plan: retired.cloned(),
         time: now(),
+    }
+}
+
+/// An audit event of a change by `caller`, with the call's peer and client
+/// address.
+fn audit_event(caller: &Principal, action: &str, target: &str, mut details: serde_json::Value) -> valora_audit::AuditEvent {
+    let call = valora_mesh::guard::current_call();
+    if let Some(object) = details.as_object_mut() {
+        object.insert("key_id".into(), caller.key_id.clone().into());
+    }
+    valora_audit::AuditEvent {
+        action: action.to_owned(),
+        outcome: Some(valora_audit::Outcome::Success),
+        actor: caller.actor_id(),
+        peer: call.as_ref().map(|c| c.peer.to_string()).unwrap_or_default(),
+        client_addr: call.and_then(|c| c.client_addr).unwrap_or_default(),
+        target: target.to_owned(),
+        reason: String::new(),
+        details,
     }
 }
 

@@ -223,6 +223,7 @@ async fn publish_check(m: Marketplace) {
     assert!(matches!(denied, MarketplaceError::PermissionDenied(_)), "{denied:?}");
     let archived = m.archive_listing(&seller, &listing.id).await.unwrap();
     assert_eq!(archived.status, ListingStatus::Archived);
+    assert_audit_chain(&m, 2).await;
 }
 
 async fn rotation_check(m: Marketplace) {
@@ -275,6 +276,14 @@ async fn concurrent_publish_check(m: Marketplace) {
     assert_eq!(winners, 1);
     let final_state = m.get_listing(&seller, &listing.id).await.unwrap();
     assert_eq!(final_state.version, 2);
+    assert_audit_chain(&m, 1).await;
+}
+
+/// The audit trail verifies and holds `rows` events.
+async fn assert_audit_chain(m: &Marketplace, rows: i64) {
+    let report = valora_audit::verify(m.store().connection(), "marketplace").await.unwrap();
+    assert_eq!(report.problem, None);
+    assert_eq!(report.rows, rows);
 }
 
 async fn concurrent_rotation_check(m: Marketplace) {
@@ -302,4 +311,5 @@ async fn concurrent_rotation_check(m: Marketplace) {
     assert_eq!(plans.len(), 2);
     assert_eq!(plans.iter().filter(|p| p.status == PlanStatus::Active).count(), 1);
     assert_eq!(plans.iter().map(|p| p.revision).collect::<Vec<_>>(), [1, 2]);
+    assert_audit_chain(&m, 1).await;
 }

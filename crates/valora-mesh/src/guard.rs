@@ -25,6 +25,17 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 /// Header carrying the end client's address from the edge.
 pub const CLIENT_ADDR_HEADER: &str = "x-valora-client-addr";
 
+tokio::task_local! {
+    /// The context of the call being handled, for code far from the
+    /// request (such as the audit trail).
+    static CURRENT: CallContext;
+}
+
+/// The context of the call this task is handling, if any.
+pub fn current_call() -> Option<CallContext> {
+    CURRENT.try_with(Clone::clone).ok()
+}
+
 /// What a handler knows about the caller; inserted into request extensions.
 #[derive(Clone, Debug)]
 pub struct CallContext {
@@ -110,8 +121,9 @@ where
             match admit(&config, &parts).await {
                 Ok(context) => {
                     let span = call_span(&parts, &context);
-                    parts.extensions.insert(context);
-                    inner.call(Request::from_parts(parts, body)).instrument(span).await
+                    parts.extensions.insert(context.clone());
+                    let call = inner.call(Request::from_parts(parts, body)).instrument(span);
+                    CURRENT.scope(context, call).await
                 }
                 Err(status) => Ok(status.into_http()),
             }

@@ -9,12 +9,16 @@ pub use logging::{LogFormat, init_logging};
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
-/// Installs the process-wide Prometheus recorder and returns the handle that
-/// renders `/metrics`.
-///
-/// Installing twice in one process (as tests do) returns a handle that is
-/// not connected to the recorder; the first installation wins.
+static METRICS: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
+
+/// Installs the process-wide Prometheus recorder (once) and returns the
+/// handle that renders `/metrics`. Call it before anything records a
+/// metric: values recorded earlier are lost.
 pub fn install_metrics() -> PrometheusHandle {
+    METRICS.get_or_init(build_recorder).clone()
+}
+
+fn build_recorder() -> PrometheusHandle {
     let builder = PrometheusBuilder::new()
         .set_buckets(&[
             0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,

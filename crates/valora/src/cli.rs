@@ -38,6 +38,22 @@ pub enum Command {
     /// Manages the auth service's token signing keys.
     #[command(subcommand)]
     Auth(AuthCommand),
+    /// Checks audit trails.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Recomputes a service's audit hash chain and reports the first broken
+    /// or missing link; exits with 1 when the trail was tampered with.
+    Verify {
+        /// The service whose trail to check.
+        service: MigrationTarget,
+        /// Database URL (any role that may read the audit tables).
+        #[arg(long, value_name = "URL")]
+        database_url: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -246,6 +262,11 @@ pub struct CommonArgs {
 
     #[command(flatten)]
     pub headers: HeaderArgs,
+
+    /// Accept a PostgreSQL URL without sslmode=verify-full, verify-ca or
+    /// require (development is always allowed).
+    #[arg(long, env = "VALORA_DATABASE_ALLOW_PLAINTEXT", default_value_t = false, value_name = "BOOL", action = clap::ArgAction::Set)]
+    pub database_allow_plaintext: bool,
 }
 
 /// Values of the security headers set on every response.

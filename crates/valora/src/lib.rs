@@ -40,6 +40,7 @@ pub fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    valora_telemetry::install_metrics();
     match &cli.command {
         Command::Dev(args) => {
             valora_telemetry::init_logging(args.common.log_format);
@@ -68,6 +69,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             commands::admin::apikey(command).await
         }
         Command::Auth(cli::AuthCommand::NewSigningKey { dir }) => commands::admin::new_signing_key(dir),
+        Command::Audit(cli::AuditCommand::Verify { service, database_url }) => {
+            commands::admin::verify_audit(*service, database_url).await
+        }
     }
 }
 

@@ -71,6 +71,51 @@ fn parse_keys(list: &str, setting: &str) -> Result<StaticKeys, SettingError> {
     })
 }
 
+/// Checks a production database URL: PostgreSQL must use TLS.
+///
+/// `sslmode=verify-full` is the production setting: it encrypts and checks
+/// the server's certificate and host name. `verify-ca` and `require` are
+/// accepted with a warning (`require` encrypts but does not stop a man in
+/// the middle). Anything else (`disable`, `allow`, `prefer` or no sslmode)
+/// is refused unless `allow_plaintext` is set.
+pub(crate) fn production_database_url(
+    setting: &str,
+    url: &str,
+    allow_plaintext: bool,
+) -> Result<String, SettingError> {
+    let url = database_url(setting, url)?;
+    if url.starts_with("sqlite:") {
+        return Ok(url);
+    }
+    let mode = url
+        .split_once('?')
+        .map(|(_, query)| query)
+        .unwrap_or_default()
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("sslmode="))
+        .unwrap_or("prefer")
+        .to_owned();
+    match mode.as_str() {
+        "verify-full" => {}
+        "verify-ca" => tracing::warn!(setting, "sslmode=verify-ca does not check the server's host name; use verify-full"),
+        "require" => tracing::warn!(
+            setting,
+            "sslmode=require encrypts but does not authenticate the server, so it does not stop a man in the middle; use verify-full"
+        ),
+        _ if allow_plaintext => {
+            tracing::warn!(setting, sslmode = %mode, "database connection may be unencrypted (VALORA_DATABASE_ALLOW_PLAINTEXT=true)");
+        }
+        _ => {
+            return Err(SettingError::new(
+                setting,
+                format!("uses sslmode={mode}, which may send data and passwords in the clear"),
+                "add sslmode=verify-full&sslrootcert=CA_FILE, or set VALORA_DATABASE_ALLOW_PLAINTEXT=true for a trusted network",
+            ));
+        }
+    }
+    Ok(url)
+}
+
 /// Rejects database URLs that are neither PostgreSQL nor SQLite.
 pub(crate) fn database_url(setting: &str, url: &str) -> Result<String, SettingError> {
     let scheme = url.split_once("://").map(|(s, _)| s).unwrap_or_default();

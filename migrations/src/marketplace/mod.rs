@@ -1,6 +1,7 @@
 //! Migrations of the marketplace service.
 
 mod m0001_listings_and_plans;
+mod m0002_audit_trail;
 
 use sea_orm_migration::prelude::*;
 
@@ -10,7 +11,7 @@ pub struct MarketplaceMigrator;
 #[async_trait::async_trait]
 impl MigratorTrait for MarketplaceMigrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m0001_listings_and_plans::Migration)]
+        vec![Box::new(m0001_listings_and_plans::Migration), Box::new(m0002_audit_trail::Migration)]
     }
 
     fn migration_table_name() -> DynIden {

@@ -56,6 +56,15 @@ mode = "audit"
 [[grant]]
 caller = "edge"
 service = "valora.marketplace.v1.MarketplaceService"
+[[grant]]
+caller = "edge"
+service = "valora.auth.v1.AuthService"
+[[grant]]
+caller = "edge"
+service = "valora.auth.v1.ApiKeyVerifier"
+[[grant]]
+caller = "marketplace"
+service = "valora.auth.v1.ApiKeyVerifier"
 "#,
     )
     .unwrap();

@@ -3,6 +3,7 @@
 //! End-to-end tests: real `valora dev` processes, real mutual TLS, a real
 //! database, and clients nobody here wrote (grpcurl, Python grpcio).
 
+mod alerts;
 mod api_keys;
 mod auth;
 mod browser;
@@ -11,6 +12,7 @@ mod grpcurl;
 mod identity;
 mod mtls;
 mod pki;
+mod postgres;
 mod python;
 mod readme;
 mod restart;

@@ -22,10 +22,23 @@ pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
 }
 
-/// A port that was free a moment ago on 127.0.0.1.
+/// A port that was free a moment ago on 127.0.0.1, chosen below Linux's
+/// ephemeral range (32768 and up) so that outgoing connections of other
+/// tests do not take it in the meantime.
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    listener.local_addr().expect("local address").port()
+    loop {
+        let port = 20_000 + (rand_u16() % 12_000);
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+fn rand_u16() -> u16 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    hasher.finish() as u16
 }
 
 /// Options of a development mesh.
@@ -51,14 +64,24 @@ pub struct MeshLayout {
 
 impl MeshLayout {
     pub fn new() -> Self {
-        let port = |_| SocketAddr::from(([127, 0, 0, 1], free_port()));
-        Self {
+        let mut layout = Self {
             dir: tempfile::tempdir().expect("temporary folder"),
-            edge: port(0),
-            marketplace: port(1),
-            auth: port(2),
-            admin: port(3),
-        }
+            edge: SocketAddr::from(([127, 0, 0, 1], 0)),
+            marketplace: SocketAddr::from(([127, 0, 0, 1], 0)),
+            auth: SocketAddr::from(([127, 0, 0, 1], 0)),
+            admin: SocketAddr::from(([127, 0, 0, 1], 0)),
+        };
+        layout.new_ports();
+        layout
+    }
+
+    /// Picks fresh ports, keeping the folders.
+    pub fn new_ports(&mut self) {
+        let port = || SocketAddr::from(([127, 0, 0, 1], free_port()));
+        self.edge = port();
+        self.marketplace = port();
+        self.auth = port();
+        self.admin = port();
     }
 
     pub fn state_dir(&self) -> PathBuf {
@@ -84,8 +107,22 @@ impl DevMesh {
         Self::start_in(MeshLayout::new(), options).await
     }
 
-    /// Starts a mesh on an existing layout (after [`DevMesh::stop`]).
-    pub async fn start_in(layout: MeshLayout, options: MeshOptions) -> Self {
+    /// Starts a mesh on an existing layout (after [`DevMesh::stop`]). When a
+    /// port was taken between choosing and binding it, retries on new ports.
+    pub async fn start_in(mut layout: MeshLayout, options: MeshOptions) -> Self {
+        for _ in 0..3 {
+            match Self::try_start_in(layout, &options).await {
+                Ok(mesh) => return mesh,
+                Err(returned) => {
+                    layout = returned;
+                    layout.new_ports();
+                }
+            }
+        }
+        Self::try_start_in(layout, &options).await.unwrap_or_else(|_| panic!("no free ports after four tries"))
+    }
+
+    async fn try_start_in(layout: MeshLayout, options: &MeshOptions) -> Result<Self, MeshLayout> {
         let run = std::fs::read_dir(layout.dir.path()).map(|d| d.count()).unwrap_or(0);
         let log = layout.dir.path().join(format!("stderr-{run}.log"));
         let out = layout.dir.path().join(format!("stdout-{run}.log"));
@@ -130,15 +167,25 @@ impl DevMesh {
         }
         let child = command.spawn().expect("start valora dev");
         let mut mesh = Self { layout, child: Some(child), log, out };
-        mesh.wait_until_serving().await;
-        mesh
+        match mesh.wait_until_serving().await {
+            Ok(()) => Ok(mesh),
+            Err(()) => {
+                mesh.child = None;
+                let layout = std::mem::replace(&mut mesh.layout, MeshLayout::new());
+                Err(layout)
+            }
+        }
     }
 
-    async fn wait_until_serving(&mut self) {
+    /// `Err` when the process exited because a port was taken.
+    async fn wait_until_serving(&mut self) -> Result<(), ()> {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(child) = self.child.as_mut() {
                 if let Ok(Some(status)) = child.try_wait() {
+                    if self.logs().contains("Address already in use") {
+                        return Err(());
+                    }
                     panic!("valora dev exited with {status}; log:\n{}", self.logs());
                 }
             }
@@ -146,7 +193,7 @@ impl DevMesh {
                 && tcp_open(self.layout.marketplace)
                 && tcp_open(self.layout.auth)
             {
-                return;
+                return Ok(());
             }
             if Instant::now() > deadline {
                 panic!("valora dev did not start in time; log:\n{}", self.logs());

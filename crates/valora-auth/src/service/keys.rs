@@ -7,11 +7,14 @@ use chrono::{DateTime, Utc};
 use valora_mesh::Principal;
 use valora_mesh::apikey::KeyRejection;
 
-use crate::apikeys::{self, KeyFormatError};
+use serde_json::json;
+use valora_audit::Outcome;
+
+use crate::apikeys::{self, KeyFormatError, display_prefix};
 use crate::domain::{ApiKeyInfo, AuthError, Role, SCOPES, now};
 use crate::store;
 
-use super::Auth;
+use super::{Auth, audit};
 
 /// Grace period of a rotation when the request sets none.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(3600);
@@ -52,6 +55,11 @@ impl KeyVerdict {
             user: None,
         }
     }
+}
+
+/// Who acts on a key: the signed-in user, or "operator" for the CLI.
+fn actor(caller: Option<&Principal>) -> String {
+    caller.and_then(|c| c.user.as_ref()).map_or_else(|| "operator".to_owned(), |u| u.id.clone())
 }
 
 /// The signed-in user who manages keys, and whether they are an admin.
@@ -139,8 +147,13 @@ impl Auth {
             expire_time,
             revoke_time: None,
         };
-        store::insert_key(self.store.db(), &info, &generated.secret_hash).await?;
-        tracing::info!(target: "valora::security", key_id = %info.id, owner = ?info.owner_id, scopes = ?info.scopes, "API key created");
+        let txn = self.store.begin().await?;
+        store::insert_key(&txn, &info, &generated.secret_hash).await?;
+        let actor = info.owner_id.clone().unwrap_or_else(|| "operator".to_owned());
+        let details = json!({"scopes": info.scopes, "prefix": display_prefix(&info.id)});
+        let appended = self.audit_in(&txn, audit::event("apikey.create", Outcome::Success, &actor, &info.id, "", details)).await?;
+        store::commit(txn).await?;
+        valora_audit::log_committed(&appended);
         Ok(NewApiKey { info, secret: generated.text })
     }
 
@@ -198,25 +211,45 @@ impl Auth {
         if !store::retire_key(&txn, id, old_end, &new.id).await? {
             return Err(AuthError::FailedPrecondition(format!("API key {id} was already rotated or revoked")));
         }
+        let details = json!({"new_key_id": new.id, "grace_seconds": grace.as_secs()});
+        let appended = self.audit_in(&txn, audit::event("apikey.rotate", Outcome::Success, &actor(caller), id, "", details)).await?;
         store::commit(txn).await?;
-        tracing::info!(target: "valora::security", key_id = id, new_key_id = %new.id, grace_seconds = grace.as_secs(), "API key rotated");
+        valora_audit::log_committed(&appended);
         Ok(NewApiKey { info: new, secret: generated.text })
     }
 
     /// Revokes key `id` at once. `caller` is `None` for operators.
     pub async fn revoke_api_key(&self, caller: Option<&Principal>, id: &str) -> Result<ApiKeyInfo, AuthError> {
         self.managed_key(caller, id).await?;
-        store::revoke_key(self.store.db(), id, now()).await?;
-        let (info, _, _) = store::key_by_id(self.store.db(), id)
-            .await?
-            .ok_or_else(|| AuthError::NotFound(format!("API key {id}")))?;
-        tracing::info!(target: "valora::security", key_id = id, "API key revoked");
+        let txn = self.store.begin().await?;
+        let revoked = store::revoke_key(&txn, id, now()).await?;
+        let (info, _, _) = store::key_by_id(&txn, id).await?.ok_or_else(|| AuthError::NotFound(format!("API key {id}")))?;
+        let appended = if revoked {
+            Some(self.audit_in(&txn, audit::event("apikey.revoke", Outcome::Success, &actor(caller), id, "", json!({}))).await?)
+        } else {
+            None
+        };
+        store::commit(txn).await?;
+        appended.iter().for_each(valora_audit::log_committed);
         Ok(info)
     }
 
     /// Checks a key's text: format and checksum first (no database access
     /// for typos), then the stored keyed hash, revocation and expiry.
     pub async fn verify_api_key(&self, text: &str) -> Result<KeyVerdict, KeyRejection> {
+        let result = self.check_api_key(text).await;
+        if let Err(rejection) = &result {
+            if *rejection != KeyRejection::Unavailable {
+                // The prefix identifies the key without revealing its secret.
+                let prefix = apikeys::parse(text).map(|p| display_prefix(p.id)).unwrap_or_default();
+                let event = audit::event("apikey.verify", Outcome::Failure, "", &prefix, rejection.as_str(), json!({}));
+                self.audit_failure(event).await;
+            }
+        }
+        result
+    }
+
+    async fn check_api_key(&self, text: &str) -> Result<KeyVerdict, KeyRejection> {
         let parsed = apikeys::parse(text).map_err(|e| match e {
             KeyFormatError::NotAKey | KeyFormatError::BadChecksum => KeyRejection::Unknown,
         })?;

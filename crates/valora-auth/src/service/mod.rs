@@ -1,6 +1,7 @@
 //! Auth operations. Each validates, decides and stores in one transaction
 //! where it changes more than one row.
 
+mod audit;
 pub mod keys;
 mod sessions;
 mod users;
@@ -8,6 +9,7 @@ mod users;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use audit::AUDIT_PREFIX;
 pub use keys::{KeyVerdict, NewApiKey};
 pub use sessions::Session;
 
@@ -50,6 +52,7 @@ pub struct Auth {
     signing: SigningKeys,
     pepper: Pepper,
     throttle: Arc<LoginThrottle>,
+    failure_budget: Arc<audit::FailureBudget>,
     config: Arc<AuthConfig>,
 }
 
@@ -67,6 +70,7 @@ impl Auth {
             signing,
             pepper,
             throttle: Arc::new(LoginThrottle::default()),
+            failure_budget: Arc::default(),
             config: Arc::new(config),
         }
     }

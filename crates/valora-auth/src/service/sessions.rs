@@ -2,13 +2,16 @@
 
 use chrono::Duration as ChronoDuration;
 
+use serde_json::json;
+use valora_audit::Outcome;
+
 use crate::domain::{AuthError, User, normalize_email, now};
 use crate::password::hasher::Verification;
 use crate::password::policy::normalize;
 use crate::store::{self, RefreshRow};
 use crate::tokens::{AccessClaims, refresh};
 
-use super::Auth;
+use super::{Auth, audit};
 use super::users::password_error;
 
 /// The same message for an unknown email and a wrong password, so that the
@@ -38,7 +41,10 @@ impl Auth {
     pub async fn login(&self, email: &str, password: &str, client_addr: &str) -> Result<Session, AuthError> {
         self.config.password_policy.check_bytes(password).map_err(|p| password_error("password", p))?;
         let account = normalize_email(email).map_err(|_| AuthError::Unauthenticated(BAD_CREDENTIALS.into()))?;
-        self.throttle.check(&account, client_addr).map_err(AuthError::Throttled)?;
+        if let Err(wait) = self.throttle.check(&account, client_addr) {
+            self.audit_failure(audit::event("auth.login", Outcome::Failure, "", "", "login_throttled", json!({}))).await;
+            return Err(AuthError::Throttled(wait));
+        }
 
         let found = store::user_by_email(self.store.db(), &account).await?;
         let stored = found.as_ref().map(|(_, hash)| hash.clone());
@@ -51,8 +57,11 @@ impl Auth {
             (Some((user, _)), Verification::Valid { rehash }) => (user, rehash),
             (found, _) => {
                 self.throttle.record_failure(&account, client_addr);
-                let reason = if found.is_some() { "wrong_password" } else { "unknown_email" };
-                tracing::info!(target: "valora::security", reason, client_addr, "login failed");
+                let cause = if found.is_some() { "wrong_password" } else { "unknown_email" };
+                let user_id = found.map(|(u, _)| u.id).unwrap_or_default();
+                tracing::info!(target: "valora::security", cause, client_addr, user_id, "login failed");
+                let event = audit::event("auth.login", Outcome::Failure, &user_id, &user_id, "login_failed", json!({"cause": cause}));
+                self.audit_failure(event).await;
                 return Err(AuthError::Unauthenticated(BAD_CREDENTIALS.into()));
             }
         };
@@ -62,8 +71,11 @@ impl Auth {
         }
         let family = uuid::Uuid::now_v7().to_string();
         let txn = self.store.begin().await?;
+        let event = audit::event("auth.login", Outcome::Success, &user.id, &user.id, "", json!({"session": family}));
+        let appended = self.audit_in(&txn, event).await?;
         let session = self.issue(&txn, user, &family).await?;
         store::commit(txn).await?;
+        valora_audit::log_committed(&appended);
         tracing::info!(user_id = %session.user.id, "user signed in");
         Ok(session)
     }
@@ -109,6 +121,8 @@ impl Auth {
     }
 
     async fn reuse_detected(&self, row: &RefreshRow) -> AuthError {
+        let details = json!({"session": row.family_id});
+        self.audit_failure(audit::event("auth.refresh", Outcome::Failure, &row.user_id, &row.user_id, "refresh_reuse", details)).await;
         match store::revoke_family(self.store.db(), &row.family_id, now()).await {
             Ok(revoked) => tracing::warn!(
                 target: "valora::security",
@@ -129,8 +143,12 @@ impl Auth {
             return Err(AuthError::invalid("refresh_token", "is required"));
         }
         if let Some(row) = store::refresh_by_hash(self.store.db(), &refresh::hash(token)).await? {
-            store::revoke_family(self.store.db(), &row.family_id, now()).await?;
-            tracing::info!(user_id = %row.user_id, "user signed out");
+            let txn = self.store.begin().await?;
+            store::revoke_family(&txn, &row.family_id, now()).await?;
+            let event = audit::event("auth.logout", Outcome::Success, &row.user_id, &row.user_id, "", json!({"session": row.family_id}));
+            let appended = self.audit_in(&txn, event).await?;
+            store::commit(txn).await?;
+            valora_audit::log_committed(&appended);
         }
         Ok(())
     }

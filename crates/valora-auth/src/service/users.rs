@@ -1,12 +1,15 @@
 //! Registration, password changes, roles and legacy import.
 
+use serde_json::json;
+use valora_audit::Outcome;
+
 use crate::domain::{AuthError, Role, User, Violation, normalize_email, now};
 use crate::password::passlib::Pbkdf2Sha256;
 use crate::password::policy::PasswordProblem;
 use crate::password::hasher::Verification;
 use crate::store;
 
-use super::Auth;
+use super::{Auth, audit};
 
 /// Maximum display name length, in characters.
 const MAX_DISPLAY_NAME_CHARS: usize = 100;
@@ -54,8 +57,11 @@ impl Auth {
             role: Role::User,
             create_time: now(),
         };
-        store::insert_user(self.store.db(), &user, &normalized, &hash).await?;
-        tracing::info!(user_id = %user.id, "user registered");
+        let txn = self.store.begin().await?;
+        store::insert_user(&txn, &user, &normalized, &hash).await?;
+        let appended = self.audit_in(&txn, audit::event("user.register", Outcome::Success, &user.id, &user.id, "", json!({}))).await?;
+        store::commit(txn).await?;
+        valora_audit::log_committed(&appended);
         Ok(user)
     }
 
@@ -83,7 +89,8 @@ impl Auth {
             .map_err(|e| AuthError::Internal(e.to_string()))?;
         if verdict == Verification::Invalid {
             self.throttle.record_failure(&account, client_addr);
-            tracing::info!(user_id, reason = "wrong_password", "password change refused");
+            let event = audit::event("user.password_change", Outcome::Failure, user_id, user_id, "login_failed", json!({"cause": "wrong_password"}));
+            self.audit_failure(event).await;
             return Err(AuthError::invalid("current_password", "is not the current password"));
         }
         let local_part = account.split('@').next().unwrap_or_default().to_owned();
@@ -94,18 +101,25 @@ impl Auth {
         let time = now();
         store::set_password_hash(&txn, user_id, &hash, time).await?;
         let ended = store::revoke_user_tokens(&txn, user_id, time).await?;
+        let event = audit::event("user.password_change", Outcome::Success, user_id, user_id, "", json!({"sessions_ended": ended}));
+        let appended = self.audit_in(&txn, event).await?;
         store::commit(txn).await?;
-        tracing::info!(user_id, sessions_ended = ended, "password changed");
+        valora_audit::log_committed(&appended);
         Ok(())
     }
 
     /// Grants or removes the ADMIN role (operators only, from the CLI).
     pub async fn set_role(&self, email: &str, role: Role) -> Result<(), AuthError> {
         let normalized = normalize_email(email)?;
-        if !store::set_role(self.store.db(), &normalized, role, now()).await? {
+        let txn = self.store.begin().await?;
+        if !store::set_role(&txn, &normalized, role, now()).await? {
             return Err(AuthError::NotFound(format!("user {normalized}")));
         }
-        tracing::info!(email = %normalized, role = role.as_str(), "role changed");
+        let (user, _) = store::user_by_email(&txn, &normalized).await?.ok_or_else(|| AuthError::NotFound(format!("user {normalized}")))?;
+        let event = audit::event("user.role_change", Outcome::Success, "operator", &user.id, "", json!({"role": role.as_str()}));
+        let appended = self.audit_in(&txn, event).await?;
+        store::commit(txn).await?;
+        valora_audit::log_committed(&appended);
         Ok(())
     }
 
@@ -123,7 +137,11 @@ impl Auth {
             role: Role::User,
             create_time: now(),
         };
-        store::insert_user(self.store.db(), &user, &normalized, legacy_hash).await?;
+        let txn = self.store.begin().await?;
+        store::insert_user(&txn, &user, &normalized, legacy_hash).await?;
+        let appended = self.audit_in(&txn, audit::event("user.import", Outcome::Success, "operator", &user.id, "", json!({}))).await?;
+        store::commit(txn).await?;
+        valora_audit::log_committed(&appended);
         Ok(user)
     }
 }

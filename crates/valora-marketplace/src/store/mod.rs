@@ -44,7 +44,12 @@ pub struct Store {
 /// An open transaction; dropped without [`Tx::commit`], it rolls back.
 pub struct Tx {
     txn: DatabaseTransaction,
+    /// Audit events written in this transaction, logged once it commits.
+    audited: std::sync::Mutex<Vec<valora_audit::Appended>>,
 }
+
+/// Prefix of the marketplace's audit tables.
+pub const AUDIT_PREFIX: &str = "marketplace";
 
 impl Store {
     /// Connects to `url` (`postgres://…` or `sqlite://…`).
@@ -87,14 +92,27 @@ impl Store {
 
     /// Starts a transaction.
     pub async fn begin(&self) -> Result<Tx, MarketplaceError> {
-        Ok(Tx { txn: self.db.begin().await.map_err(db_error)? })
+        let txn = self.db.begin().await.map_err(db_error)?;
+        Ok(Tx { txn, audited: std::sync::Mutex::default() })
     }
 }
 
 impl Tx {
-    /// Commits the transaction.
+    /// Commits the transaction, then logs its audit events.
     pub async fn commit(self) -> Result<(), MarketplaceError> {
-        self.txn.commit().await.map_err(db_error)
+        self.txn.commit().await.map_err(db_error)?;
+        let audited = self.audited.into_inner().unwrap_or_else(|p| p.into_inner());
+        audited.iter().for_each(valora_audit::log_committed);
+        Ok(())
+    }
+
+    /// Writes an audit event in this transaction.
+    pub async fn audit(&self, event: valora_audit::AuditEvent) -> Result<(), MarketplaceError> {
+        let appended = valora_audit::append(&self.txn, AUDIT_PREFIX, "marketplace", event)
+            .await
+            .map_err(|e| MarketplaceError::Internal(e.to_string()))?;
+        self.audited.lock().unwrap_or_else(|p| p.into_inner()).push(appended);
+        Ok(())
     }
 }
 

@@ -13,7 +13,7 @@ use valora_auth::store::{self, Store};
 use valora_auth::tokens::signing::{SigningKeys, write_new_key};
 
 use crate::auth;
-use crate::cli::{ApiKeyCommand, AuthDbArgs, UsersCommand};
+use crate::cli::{ApiKeyCommand, AuthDbArgs, MigrationTarget, UsersCommand};
 use crate::settings::database_url;
 
 /// An [`Auth`] for operator commands, which never sign tokens or hash
@@ -122,4 +122,23 @@ pub(crate) fn new_signing_key(dir: &Path) -> anyhow::Result<()> {
         path.display()
     );
     Ok(())
+}
+
+pub(crate) async fn verify_audit(service: MigrationTarget, url: &str) -> anyhow::Result<()> {
+    let url = database_url("--database-url", url)?;
+    let prefix = match service {
+        MigrationTarget::Marketplace => "marketplace",
+        MigrationTarget::Auth => valora_auth::service::AUDIT_PREFIX,
+    };
+    let mut options = sea_orm::ConnectOptions::new(url);
+    options.sqlx_logging(false);
+    let db = sea_orm::Database::connect(options).await.context("cannot connect to the database")?;
+    let report = valora_audit::verify(&db, prefix).await?;
+    match report.problem {
+        None => {
+            println!("{prefix} audit trail intact: {} events, every link verified", report.rows);
+            Ok(())
+        }
+        Some(problem) => anyhow::bail!("{prefix} audit trail broken: {problem}"),
+    }
 }

@@ -12,7 +12,7 @@ use valora_telemetry::Readiness;
 
 use crate::cli::{AuthArgs, EdgeArgs, KeyArgs, MarketplaceArgs, ServeCommand};
 use crate::components::{self, bind};
-use crate::settings::{database_url, static_keys};
+use crate::settings::{production_database_url, static_keys};
 use crate::{auth, edge};
 
 pub(crate) async fn run(command: &ServeCommand) -> anyhow::Result<()> {
@@ -59,7 +59,11 @@ async fn edge_main(args: &EdgeArgs) -> anyhow::Result<()> {
 
 async fn marketplace_main(args: &MarketplaceArgs) -> anyhow::Result<()> {
     let static_keys = optional_keys(&args.keys)?;
-    let url = database_url("MARKETPLACE_DATABASE_URL", &args.marketplace_database_url)?;
+    let url = production_database_url(
+        "MARKETPLACE_DATABASE_URL",
+        &args.marketplace_database_url,
+        args.common.database_allow_plaintext,
+    )?;
     let policy = components::policy(&args.policy, &[MARKETPLACE_SERVICE])?;
     let tls = components::live_mesh_tls(&args.common.certs_dir, &Identity::marketplace())?;
     let keys = auth::remote_keys(static_keys, &tls, &args.auth_addr)?;
@@ -79,7 +83,11 @@ async fn marketplace_main(args: &MarketplaceArgs) -> anyhow::Result<()> {
 
 async fn auth_main(args: &AuthArgs) -> anyhow::Result<()> {
     let static_keys = optional_keys(&args.keys)?;
-    let url = database_url("AUTH_DATABASE_URL", &args.auth_database_url)?;
+    let url = production_database_url(
+        "AUTH_DATABASE_URL",
+        &args.auth_database_url,
+        args.common.database_allow_plaintext,
+    )?;
     let policy = components::policy(&args.policy, &[AUTH_SERVICE, KEY_VERIFIER_SERVICE])?;
     let tls = components::live_mesh_tls(&args.common.certs_dir, &Identity::auth())?;
     let pepper = auth::pepper(&args.auth.pepper, None)?;
