@@ -15,10 +15,10 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, Version, header};
 use http_body_util::Full;
 use tonic::body::Body;
 use tower::ServiceExt;
+use tower::util::BoxCloneSyncService;
 use valora_mesh::apikey::{API_KEY_HEADER, KeyVerifier, check_key_syntax};
 
 use crate::bearer::BearerVerifier;
-use crate::grpc::GrpcRouter;
 use crate::grpc_web::{self, Encoding};
 
 /// What a request is, judged by its content type.
@@ -48,7 +48,7 @@ fn kind(request: &Request<Body>) -> Kind {
 /// The edge's innermost service below CORS.
 #[derive(Clone)]
 pub struct Dispatch {
-    grpc: GrpcRouter,
+    grpc: BoxCloneSyncService<Request<Body>, Response<Body>, Infallible>,
     keys: Arc<dyn KeyVerifier>,
     bearer: Option<Arc<BearerVerifier>>,
 }
@@ -57,7 +57,11 @@ pub struct Dispatch {
 pub const JWKS_PATH: &str = "/.well-known/jwks.json";
 
 impl Dispatch {
-    pub fn new(grpc: GrpcRouter, keys: Arc<dyn KeyVerifier>, bearer: Option<Arc<BearerVerifier>>) -> Self {
+    pub fn new(
+        grpc: BoxCloneSyncService<Request<Body>, Response<Body>, Infallible>,
+        keys: Arc<dyn KeyVerifier>,
+        bearer: Option<Arc<BearerVerifier>>,
+    ) -> Self {
         Self { grpc, keys, bearer }
     }
 }

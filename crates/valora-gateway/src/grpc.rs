@@ -25,6 +25,7 @@ use valora_mesh::principal::PRINCIPAL_HEADER;
 use crate::bearer::{self, BearerVerifier};
 use crate::deadline::{self, GRPC_TIMEOUT};
 use crate::listener::ClientAddr;
+use crate::sources::{self, FailureSources};
 use crate::limit;
 
 /// gRPC paths that need no API key: health checks, so that load balancers
@@ -82,6 +83,8 @@ struct RouterState {
     max_message_bytes: usize,
     /// Verifies bearer tokens; `None` when no auth service is configured.
     bearer: Option<Arc<BearerVerifier>>,
+    /// Authentication failures per client address.
+    sources: Arc<FailureSources>,
 }
 
 impl GrpcRouter {
@@ -91,8 +94,9 @@ impl GrpcRouter {
         upstreams: HashMap<String, Upstream>,
         max_message_bytes: usize,
         bearer: Option<Arc<BearerVerifier>>,
+        sources: Arc<FailureSources>,
     ) -> Self {
-        Self { state: Arc::new(RouterState { keys, local, upstreams, max_message_bytes, bearer }) }
+        Self { state: Arc::new(RouterState { keys, local, upstreams, max_message_bytes, bearer, sources }) }
     }
 }
 
@@ -115,20 +119,30 @@ impl RouterState {
     async fn route(&self, request: Request<Body>) -> Response<Body> {
         let arrived = Instant::now();
         let path = request.uri().path().to_owned();
+        let client = request.extensions().get::<ClientAddr>().map(|c| c.0.ip());
+        valora_telemetry::observe::record("client_addr", &client.map(|c| c.to_string()).unwrap_or_default());
         if KEY_EXEMPT_PATHS.contains(&path.as_str()) {
             return self.local(request).await;
         }
         let mut principal = match self.authenticate(request.uri().query(), request.headers()).await {
             Ok(principal) => principal,
             Err(rejection) => {
-                tracing::info!(path, reason = rejection.as_str(), "call rejected: API key");
+                tracing::info!(target: "valora::security", path, reason = rejection.as_str(), client_addr = ?client, "call rejected: API key");
+                sources::count_failure(&self.sources, rejection.as_str(), client);
                 return Status::unauthenticated(rejection.to_string()).into_http();
             }
         };
+        valora_telemetry::observe::record("key_id", &principal.key_id);
         match self.user(request.headers()).await {
-            Ok(user) => principal.user = user,
+            Ok(user) => {
+                if let Some(user) = &user {
+                    valora_telemetry::observe::record("user_id", &user.id);
+                }
+                principal.user = user;
+            }
             Err(reason) => {
-                tracing::info!(path, key_id = %principal.key_id, reason, "call rejected: bearer token");
+                tracing::info!(target: "valora::security", path, key_id = %principal.key_id, reason, client_addr = ?client, "call rejected: bearer token");
+                sources::count_failure(&self.sources, "invalid_bearer", client);
                 return Status::unauthenticated(bearer::INVALID_TOKEN).into_http();
             }
         }

@@ -14,6 +14,7 @@ pub mod grpc_web;
 pub mod limit;
 pub mod listener;
 pub mod local;
+pub mod sources;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -79,14 +80,23 @@ pub async fn run(
     let prober = tokio::spawn(local::probe_upstreams(reporter.clone(), probes));
 
     let upstreams: HashMap<String, Upstream> = options.upstreams.into_iter().collect();
+    let sources = Arc::new(sources::FailureSources::default());
+    sources.spawn_exporter();
     let router = grpc::GrpcRouter::new(
         options.keys.clone(),
         local,
         upstreams,
         options.max_message_bytes,
         options.bearer.clone(),
+        sources,
     );
-    let dispatch = dispatch::Dispatch::new(router, options.keys, options.bearer);
+    let observed = ServiceBuilder::new()
+        .map_response(|response: http::Response<valora_telemetry::observe::ObservedBody<tonic::body::Body>>| {
+            response.map(tonic::body::Body::new)
+        })
+        .layer(valora_telemetry::observe::ObserveLayer::new("edge"))
+        .service(router);
+    let dispatch = dispatch::Dispatch::new(BoxCloneSyncService::new(observed), options.keys, options.bearer);
     let service = ServiceBuilder::new()
         .layer(valora_mesh::security_headers::SecurityHeadersLayer::new(options.security_headers))
         .layer(cors::layer(options.cors_origins))

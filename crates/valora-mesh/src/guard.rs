@@ -10,7 +10,6 @@ use std::task::{Context, Poll};
 use http::request::Parts;
 use http::{Request, Response};
 use tonic::Status;
-use tracing::Instrument;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 
 use crate::apikey::{API_KEY_HEADER, KeyVerifier, check_key_syntax};
@@ -120,9 +119,9 @@ where
         Box::pin(async move {
             match admit(&config, &parts).await {
                 Ok(context) => {
-                    let span = call_span(&parts, &context);
+                    record_call(&context);
                     parts.extensions.insert(context.clone());
-                    let call = inner.call(Request::from_parts(parts, body)).instrument(span);
+                    let call = inner.call(Request::from_parts(parts, body));
                     CURRENT.scope(context, call).await
                 }
                 Err(status) => Ok(status.into_http()),
@@ -147,17 +146,18 @@ async fn admit(config: &GuardConfig, request: &Parts) -> Result<CallContext, Sta
     Ok(CallContext { peer, principal, request_id, client_addr })
 }
 
-/// One span per call, keyed on the gRPC method; credentials never enter it.
-fn call_span(parts: &Parts, context: &CallContext) -> tracing::Span {
-    let principal = context.principal.as_ref();
-    tracing::info_span!(
-        "call",
-        method = parts.uri.path(),
-        peer = %context.peer,
-        request_id = context.request_id.as_deref().unwrap_or_default(),
-        key_id = principal.map(|p| p.key_id.as_str()).unwrap_or_default(),
-        user_id = principal.and_then(|p| p.user.as_ref()).map(|u| u.id.as_str()).unwrap_or_default(),
-    )
+/// Fills the identity fields of the call's span (opened by the observe
+/// layer); credentials never enter it.
+fn record_call(context: &CallContext) {
+    use valora_telemetry::observe::record;
+    record("peer", &context.peer.to_string());
+    record("client_addr", context.client_addr.as_deref().unwrap_or_default());
+    if let Some(principal) = &context.principal {
+        record("key_id", &principal.key_id);
+        if let Some(user) = &principal.user {
+            record("user_id", &user.id);
+        }
+    }
 }
 
 fn check_policy(policy: &Policy, peer: &Identity, service: &str, method: &str) -> Result<(), Status> {
@@ -168,7 +168,8 @@ fn check_policy(policy: &Policy, peer: &Identity, service: &str, method: &str) -
             Ok(())
         }
         Decision::Deny => {
-            tracing::warn!(%peer, service, method, "call denied by policy");
+            tracing::warn!(target: "valora::security", %peer, service, method, "call denied by policy");
+            metrics::counter!("valora_auth_failures_total", "component" => "mesh", "reason" => "policy_denied").increment(1);
             Err(Status::permission_denied(format!(
                 "{peer} may not call {service}/{method}"
             )))
@@ -192,7 +193,8 @@ async fn authenticate(
         };
     }
     if forwarded.is_some() {
-        tracing::warn!(%peer, "forged principal header from a non-edge peer");
+        tracing::warn!(target: "valora::security", %peer, "forged principal header from a non-edge peer");
+        metrics::counter!("valora_auth_failures_total", "component" => "mesh", "reason" => "forged_principal").increment(1);
         return Err(Status::permission_denied(format!(
             "{PRINCIPAL_HEADER} is accepted only from {}; {peer} must send its own x-api-key",
             Identity::edge()

@@ -87,6 +87,7 @@ impl InternalServer {
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .max_concurrent_streams(256)
             .layer(SecurityHeadersLayer::new(self.security_headers))
+            .layer(valora_telemetry::observe::ObserveLayer::new(name))
             .layer(GuardLayer::new(self.guard))
             .add_routes(routes)
             .serve_with_incoming_shutdown(incoming, stop);

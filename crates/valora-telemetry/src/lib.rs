@@ -3,6 +3,7 @@
 
 mod admin;
 mod logging;
+pub mod observe;
 
 pub use admin::{AdminServer, ReadinessCheck, Readiness};
 pub use logging::{LogFormat, init_logging};

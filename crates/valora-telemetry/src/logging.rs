@@ -41,6 +41,6 @@ pub fn init_logging(format: LogFormat) {
     // A second initialisation in one process (tests) is a no-op.
     let _ = match format {
         LogFormat::Human => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).with_span_list(false).try_init(),
     };
 }

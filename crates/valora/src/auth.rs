@@ -131,6 +131,7 @@ pub(crate) async fn build(
     let store = Store::connect(url, Duration::from_secs(3))
         .await
         .context("AUTH_DATABASE_URL: cannot connect to the auth database")?;
+    crate::components::spawn_pool_gauges("auth", store.db().clone());
     Ok(Auth::new(store, hasher, signing, pepper, config))
 }
 

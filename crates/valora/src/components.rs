@@ -109,11 +109,13 @@ pub(crate) fn certificate_check(tls: Arc<MeshTls>, threshold: Duration) -> valor
     })
 }
 
-/// Connects to the marketplace database.
+/// Connects to the marketplace database and exports its pool gauges.
 pub(crate) async fn marketplace_store(url: &str) -> anyhow::Result<Store> {
-    Store::connect(url, &PoolOptions::default())
+    let store = Store::connect(url, &PoolOptions::default())
         .await
-        .context("MARKETPLACE_DATABASE_URL: cannot connect to the marketplace database")
+        .context("MARKETPLACE_DATABASE_URL: cannot connect to the marketplace database")?;
+    spawn_pool_gauges("marketplace", store.connection().clone());
+    Ok(store)
 }
 
 /// The marketplace's internal server, ready to run.
@@ -220,6 +222,32 @@ pub(crate) fn auth_database_check(store: valora_auth::store::Store) -> valora_te
         let store = store.clone();
         Box::pin(async move { store.ping().await.map_err(|e| e.to_string()) })
     })
+}
+
+/// Exports `valora_db_pool_connections{component,state}` and
+/// `valora_db_pool_max_connections{component}` every 10 seconds.
+pub(crate) fn spawn_pool_gauges(component: &'static str, db: sea_orm::DatabaseConnection) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(10));
+        loop {
+            tick.tick().await;
+            let (size, idle, max) = match db.get_database_backend() {
+                sea_orm::DbBackend::Postgres => {
+                    let pool = db.get_postgres_connection_pool();
+                    (pool.size(), pool.num_idle() as u32, pool.options().get_max_connections())
+                }
+                sea_orm::DbBackend::Sqlite => {
+                    let pool = db.get_sqlite_connection_pool();
+                    (pool.size(), pool.num_idle() as u32, pool.options().get_max_connections())
+                }
+                _ => return,
+            };
+            let in_use = size.saturating_sub(idle);
+            metrics::gauge!("valora_db_pool_connections", "component" => component, "state" => "in_use").set(f64::from(in_use));
+            metrics::gauge!("valora_db_pool_connections", "component" => component, "state" => "idle").set(f64::from(idle));
+            metrics::gauge!("valora_db_pool_max_connections", "component" => component).set(f64::from(max));
+        }
+    });
 }
 
 /// Turns true on SIGTERM or SIGINT.
