@@ -7,4 +7,4 @@
 pub mod auth;
 pub mod marketplace;
 
-pub use sea_orm_migration::MigratorTrait;
+pub use sea_orm_migration::{MigrationName, MigratorTrait};

@@ -10,6 +10,7 @@ mod browser;
 mod dev_command;
 mod grpcurl;
 mod identity;
+mod least_privilege;
 mod mtls;
 mod pki;
 mod postgres;

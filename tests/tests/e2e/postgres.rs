@@ -390,6 +390,27 @@ impl PrivatePostgres {
         String::from_utf8_lossy(&output.stdout).trim().to_owned()
     }
 
+    /// Runs one SQL statement (or `-f FILE` when `statement` starts with
+    /// `-f `) as `user` on `database`; `Err` holds psql's error output.
+    pub fn psql(&self, user: &str, database: &str, statement: &str) -> Result<String, String> {
+        let mut command = self.command("psql");
+        command
+            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-U", user, "-d", database])
+            .arg("-h")
+            .arg(self.dir.path())
+            .args(["-p", &self.port.to_string()]);
+        match statement.strip_prefix("-f ") {
+            Some(file) => command.args(["-f", file]),
+            None => command.args(["-c", statement]),
+        };
+        let output = command.output().expect("run psql");
+        if output.status.success() {
+            Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+        } else {
+            Err(String::from_utf8_lossy(&output.stderr).into_owned())
+        }
+    }
+
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
     }

@@ -40,8 +40,8 @@ pub(crate) async fn run(args: &DevArgs) -> anyhow::Result<()> {
 
     let market_url = database_url_or_sqlite(args.marketplace_database_url.as_deref(), "MARKETPLACE_DATABASE_URL", &args.state_dir, "marketplace.db")?;
     let auth_url = database_url_or_sqlite(args.auth_database_url.as_deref(), "AUTH_DATABASE_URL", &args.state_dir, "auth.db")?;
-    migrate::migrate(MigrationTarget::Marketplace, &market_url).await?;
-    migrate::migrate(MigrationTarget::Auth, &auth_url).await?;
+    migrate::migrate_if_pending(MigrationTarget::Marketplace, &market_url).await?;
+    migrate::migrate_if_pending(MigrationTarget::Auth, &auth_url).await?;
     let store = components::marketplace_store(&market_url).await?;
     let pepper = auth::pepper(&args.auth.pepper, Some(&args.state_dir))?;
     let signing = auth::signing_keys(args.auth.signing_keys_dir.as_deref(), Some(&args.state_dir))?;

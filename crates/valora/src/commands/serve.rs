@@ -10,7 +10,8 @@ use valora_proto::auth::v1::auth_service_server::SERVICE_NAME as AUTH_SERVICE;
 use valora_proto::marketplace::v1::marketplace_service_server::SERVICE_NAME as MARKETPLACE_SERVICE;
 use valora_telemetry::Readiness;
 
-use crate::cli::{AuthArgs, EdgeArgs, KeyArgs, MarketplaceArgs, ServeCommand};
+use crate::cli::{AuthArgs, EdgeArgs, KeyArgs, MarketplaceArgs, MigrationTarget, ServeCommand};
+use crate::commands::migrate;
 use crate::components::{self, bind};
 use crate::settings::{production_database_url, static_keys};
 use crate::{auth, edge};
@@ -66,6 +67,7 @@ async fn marketplace_main(args: &MarketplaceArgs) -> anyhow::Result<()> {
     )?;
     let policy = components::policy(&args.policy, &[MARKETPLACE_SERVICE])?;
     let tls = components::live_mesh_tls(&args.common.certs_dir, &Identity::marketplace())?;
+    migrate::ensure_migrated(MigrationTarget::Marketplace, &url, "MARKETPLACE_DATABASE_URL").await?;
     let keys = auth::remote_keys(static_keys, &tls, &args.auth_addr)?;
     let store = components::marketplace_store(&url).await?;
     let (_stop, shutdown) = components::shutdown_on_signal();
@@ -90,6 +92,7 @@ async fn auth_main(args: &AuthArgs) -> anyhow::Result<()> {
     )?;
     let policy = components::policy(&args.policy, &[AUTH_SERVICE, KEY_VERIFIER_SERVICE])?;
     let tls = components::live_mesh_tls(&args.common.certs_dir, &Identity::auth())?;
+    migrate::ensure_migrated(MigrationTarget::Auth, &url, "AUTH_DATABASE_URL").await?;
     let pepper = auth::pepper(&args.auth.pepper, None)?;
     let signing = auth::signing_keys(args.auth.signing_keys_dir.as_deref(), None)?;
     let service = auth::build(&args.auth, &url, pepper, signing).await?;
