@@ -48,6 +48,9 @@ pub struct EdgeOptions {
     pub tls: Option<Arc<ServerConfig>>,
     /// How long in-flight calls may run after shutdown starts.
     pub drain: Duration,
+    /// How long the edge keeps accepting, with health NOT_SERVING, after
+    /// shutdown starts.
+    pub shutdown_delay: Duration,
     /// Largest request message accepted, in bytes, after grpc-web decoding.
     pub max_message_bytes: usize,
     /// Verifies bearer tokens and serves `/.well-known/jwks.json`.
@@ -111,8 +114,15 @@ pub async fn run(
         health_on_stop.set_service_status("", tonic_health::ServingStatus::NotServing).await;
     });
 
-    listener::serve(listener, options.tls, BoxCloneSyncService::new(service), shutdown, options.drain)
-        .await;
+    listener::serve(
+        listener,
+        options.tls,
+        BoxCloneSyncService::new(service),
+        shutdown,
+        options.shutdown_delay,
+        options.drain,
+    )
+    .await;
     prober.abort();
     Ok(())
 }

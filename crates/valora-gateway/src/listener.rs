@@ -30,18 +30,25 @@ const MAX_HEADER_LIST_SIZE: u32 = 16 * 1024;
 /// The service the listener runs for every request.
 pub type EdgeService = BoxCloneSyncService<Request<Body>, Response<Body>, Infallible>;
 
-/// Accepts connections until `shutdown` turns true, then lets in-flight
+/// Accepts connections until `delay` after `shutdown` turns true (so that
+/// load balancers see health turn NOT_SERVING first), then lets in-flight
 /// requests finish for up to `drain`.
 pub async fn serve(
     listener: TcpListener,
     tls: Option<Arc<ServerConfig>>,
     service: EdgeService,
     mut shutdown: watch::Receiver<bool>,
+    delay: Duration,
     drain: Duration,
 ) {
     let graceful = GracefulShutdown::new();
     let builder = Arc::new(http_builder());
     let acceptor = tls.map(TlsAcceptor::from);
+    let stop_accepting = async move {
+        stopped(&mut shutdown).await;
+        tokio::time::sleep(delay).await;
+    };
+    tokio::pin!(stop_accepting);
     loop {
         let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -52,7 +59,7 @@ pub async fn serve(
                     continue;
                 }
             },
-            _ = stopped(&mut shutdown) => break,
+            () = &mut stop_accepting => break,
         };
         let _ = tcp.set_nodelay(true);
         let connection = serve_connection(

@@ -34,6 +34,9 @@ pub struct InternalServer {
     pub expiry_threshold: Duration,
     /// Headers set on every response.
     pub security_headers: SecurityHeaders,
+    /// How long the listener keeps accepting, with health NOT_SERVING,
+    /// after shutdown starts.
+    pub shutdown_delay: Duration,
 }
 
 /// A failure to start or run an internal server.
@@ -76,10 +79,13 @@ impl InternalServer {
 
         let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
         let services = self.services.clone();
+        let delay = self.shutdown_delay;
         let stop = async move {
             let _ = shutdown.wait_for(|stop| *stop).await;
             set_all(&reporter, &services, ServingStatus::NotServing).await;
-            tracing::info!(listener = name, "shutting down: draining in-flight calls");
+            tracing::info!(listener = name, ?delay, "shutting down: health is NOT_SERVING");
+            tokio::time::sleep(delay).await;
+            tracing::info!(listener = name, "draining in-flight calls");
             let _ = drain_tx.send(());
         };
         let server = Server::builder()

@@ -250,6 +250,12 @@ pub struct CommonArgs {
     #[arg(long, env = "VALORA_DRAIN_SECONDS", default_value_t = 20, value_name = "SECONDS")]
     pub drain_seconds: u64,
 
+    /// Seconds between SIGTERM and closing the listeners, during which
+    /// health reports NOT_SERVING so that load balancers stop sending
+    /// calls; then in-flight calls drain.
+    #[arg(long, env = "VALORA_SHUTDOWN_DELAY_SECONDS", default_value_t = 2, value_name = "SECONDS")]
+    pub shutdown_delay_seconds: u64,
+
     /// Health turns NOT_SERVING and readiness fails when this process's
     /// mesh certificate expires within this many seconds.
     #[arg(long, env = "VALORA_CERT_EXPIRY_THRESHOLD_SECONDS", default_value_t = 3600, value_name = "SECONDS")]

@@ -146,6 +146,7 @@ pub(crate) fn marketplace_server(
         drain: Duration::from_secs(common.drain_seconds),
         expiry_threshold: Duration::from_secs(common.cert_expiry_threshold_seconds),
         security_headers,
+        shutdown_delay: Duration::from_secs(common.shutdown_delay_seconds),
         on_handshake_failure: Arc::new(|reason| {
             metrics::counter!("valora_tls_handshake_failures_total", "listener" => "marketplace", "reason" => reason.as_str())
                 .increment(1);
@@ -187,6 +188,7 @@ pub(crate) fn auth_server(
         drain: Duration::from_secs(common.drain_seconds),
         expiry_threshold: Duration::from_secs(common.cert_expiry_threshold_seconds),
         security_headers,
+        shutdown_delay: Duration::from_secs(common.shutdown_delay_seconds),
         on_handshake_failure: Arc::new(|reason| {
             metrics::counter!("valora_tls_handshake_failures_total", "listener" => "auth", "reason" => reason.as_str())
                 .increment(1);

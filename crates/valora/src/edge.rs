@@ -48,6 +48,7 @@ pub(crate) fn options(
         ],
         tls: public_tls,
         drain: Duration::from_secs(common.drain_seconds),
+        shutdown_delay: Duration::from_secs(common.shutdown_delay_seconds),
         max_message_bytes: common.max_message_bytes,
         bearer: Some(bearer),
     })

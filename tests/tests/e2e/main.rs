@@ -12,6 +12,7 @@ mod grpcurl;
 mod identity;
 mod least_privilege;
 mod mtls;
+mod operations;
 mod pki;
 mod postgres;
 mod python;

@@ -150,6 +150,7 @@ impl DevMesh {
         // parameters do not change behaviour.
         command.env("AUTH_ARGON2_MEMORY_KIB", "1024");
         command.env("AUTH_ARGON2_ITERATIONS", "1");
+        command.env("VALORA_SHUTDOWN_DELAY_SECONDS", "0");
         match options.api_keys.as_deref() {
             None => {
                 command.env("MARKETPLACE_API_KEY", format!("{KEY},{SECOND_KEY}"));
@@ -267,6 +268,27 @@ impl DevMesh {
             .await
             .expect("connect to the edge");
         MarketplaceServiceClient::with_interceptor(channel, KeyInterceptor::new(key))
+    }
+
+    /// Sends SIGTERM without waiting.
+    pub fn signal_term(&self) {
+        if let Some(child) = &self.child {
+            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        }
+    }
+
+    /// Waits up to `limit` for the process to exit; its exit status.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        let child = self.child.as_mut()?;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
     }
 
     /// Sends SIGTERM and waits for the process to exit; returns the layout
