@@ -19,6 +19,8 @@ use tower::util::BoxCloneSyncService;
 use valora_mesh::apikey::{API_KEY_HEADER, KeyVerifier, check_key_syntax};
 
 use crate::bearer::BearerVerifier;
+use crate::listener::ClientAddr;
+use crate::ratelimit::{Limiter, TrustedProxies};
 use crate::grpc_web::{self, Encoding};
 
 /// What a request is, judged by its content type.
@@ -51,6 +53,8 @@ pub struct Dispatch {
     grpc: BoxCloneSyncService<Request<Body>, Response<Body>, Infallible>,
     keys: Arc<dyn KeyVerifier>,
     bearer: Option<Arc<BearerVerifier>>,
+    limiter: Arc<Limiter>,
+    proxies: TrustedProxies,
 }
 
 /// Path of the public JWKS, served without an API key.
@@ -61,8 +65,10 @@ impl Dispatch {
         grpc: BoxCloneSyncService<Request<Body>, Response<Body>, Infallible>,
         keys: Arc<dyn KeyVerifier>,
         bearer: Option<Arc<BearerVerifier>>,
+        limiter: Arc<Limiter>,
+        proxies: TrustedProxies,
     ) -> Self {
-        Self { grpc, keys, bearer }
+        Self { grpc, keys, bearer, limiter, proxies }
     }
 }
 
@@ -124,12 +130,26 @@ impl Dispatch {
                 return response;
             }
         }
+        let client = request
+            .extensions()
+            .get::<ClientAddr>()
+            .map(|c| self.proxies.client_addr(c.0.ip(), request.headers()));
+        if let Some(client) = client {
+            if let Some((decision, rate)) = self.limiter.failures_exhausted(client).await {
+                let mut response = plain(StatusCode::TOO_MANY_REQUESTS, "too many failed requests from this address\n");
+                decision.add_headers(response.headers_mut(), rate.window);
+                return response;
+            }
+        }
         let key = request.headers().get(API_KEY_HEADER).map(|v| v.as_bytes()).unwrap_or_default();
         let verdict = match check_key_syntax(key) {
             Ok(key) => self.keys.verify(key).await.map(drop),
             Err(rejection) => Err(rejection),
         };
         if let Err(rejection) = verdict {
+            if let Some(client) = client {
+                self.limiter.record_failure(client).await;
+            }
             let mut response = plain(StatusCode::UNAUTHORIZED, &format!("{rejection}\n"));
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

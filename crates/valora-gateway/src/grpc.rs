@@ -25,6 +25,7 @@ use valora_mesh::principal::PRINCIPAL_HEADER;
 use crate::bearer::{self, BearerVerifier};
 use crate::deadline::{self, GRPC_TIMEOUT};
 use crate::listener::ClientAddr;
+use crate::ratelimit::{Decision, Limiter, Rate, TrustedProxies};
 use crate::sources::{self, FailureSources};
 use crate::limit;
 
@@ -85,19 +86,43 @@ struct RouterState {
     bearer: Option<Arc<BearerVerifier>>,
     /// Authentication failures per client address.
     sources: Arc<FailureSources>,
+    /// Rate limits.
+    limiter: Arc<Limiter>,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    proxies: TrustedProxies,
+}
+
+/// What the router needs besides its routes.
+pub struct RouterParts {
+    pub keys: Arc<dyn KeyVerifier>,
+    pub local: Routes,
+    pub upstreams: HashMap<String, Upstream>,
+    pub max_message_bytes: usize,
+    pub bearer: Option<Arc<BearerVerifier>>,
+    pub sources: Arc<FailureSources>,
+    pub limiter: Arc<Limiter>,
+    pub proxies: TrustedProxies,
 }
 
 impl GrpcRouter {
-    pub fn new(
-        keys: Arc<dyn KeyVerifier>,
-        local: Routes,
-        upstreams: HashMap<String, Upstream>,
-        max_message_bytes: usize,
-        bearer: Option<Arc<BearerVerifier>>,
-        sources: Arc<FailureSources>,
-    ) -> Self {
-        Self { state: Arc::new(RouterState { keys, local, upstreams, max_message_bytes, bearer, sources }) }
+    pub fn new(parts: RouterParts) -> Self {
+        let RouterParts { keys, local, upstreams, max_message_bytes, bearer, sources, limiter, proxies } = parts;
+        Self {
+            state: Arc::new(RouterState { keys, local, upstreams, max_message_bytes, bearer, sources, limiter, proxies }),
+        }
     }
+}
+
+/// RESOURCE_EXHAUSTED for a limited call, with `retry-after` and the
+/// RateLimit headers.
+fn limited(decision: &Decision, rate: Rate, what: &str) -> Response<Body> {
+    let message = format!(
+        "rate limit of {rate} per {what} exceeded; retry in {} seconds",
+        decision.retry_after_seconds()
+    );
+    let mut response = Status::resource_exhausted(message).into_http();
+    decision.add_headers(response.headers_mut(), rate.window);
+    response
 }
 
 impl tower::Service<Request<Body>> for GrpcRouter {
@@ -119,16 +144,32 @@ impl RouterState {
     async fn route(&self, request: Request<Body>) -> Response<Body> {
         let arrived = Instant::now();
         let path = request.uri().path().to_owned();
-        let client = request.extensions().get::<ClientAddr>().map(|c| c.0.ip());
+        let peer = request.extensions().get::<ClientAddr>().map(|c| c.0.ip());
+        let client = peer.map(|peer| self.proxies.client_addr(peer, request.headers()));
         valora_telemetry::observe::record("client_addr", &client.map(|c| c.to_string()).unwrap_or_default());
         if KEY_EXEMPT_PATHS.contains(&path.as_str()) {
             return self.local(request).await;
+        }
+        if let Some(client) = client {
+            if let Some((decision, rate)) = self.limiter.method(&path, client).await {
+                if !decision.allowed {
+                    self.limiter.note_limited("method", &format!("{path} from {client}"), client);
+                    return limited(&decision, rate, "client address on this method");
+                }
+            }
+            if let Some((decision, rate)) = self.limiter.failures_exhausted(client).await {
+                self.limiter.note_limited("failures", &client.to_string(), client);
+                return limited(&decision, rate, "client address for failed calls");
+            }
         }
         let mut principal = match self.authenticate(request.uri().query(), request.headers()).await {
             Ok(principal) => principal,
             Err(rejection) => {
                 tracing::info!(target: "valora::security", path, reason = rejection.as_str(), client_addr = ?client, "call rejected: API key");
                 sources::count_failure(&self.sources, rejection.as_str(), client);
+                if let Some(client) = client {
+                    self.limiter.record_failure(client).await;
+                }
                 return Status::unauthenticated(rejection.to_string()).into_http();
             }
         };
@@ -143,7 +184,27 @@ impl RouterState {
             Err(reason) => {
                 tracing::info!(target: "valora::security", path, key_id = %principal.key_id, reason, client_addr = ?client, "call rejected: bearer token");
                 sources::count_failure(&self.sources, "invalid_bearer", client);
+                if let Some(client) = client {
+                    self.limiter.record_failure(client).await;
+                }
                 return Status::unauthenticated(bearer::INVALID_TOKEN).into_http();
+            }
+        }
+        let key_decision = self.limiter.key(&principal.key_id).await;
+        if let Some((decision, rate)) = key_decision {
+            if !decision.allowed {
+                let client = client.unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
+                self.limiter.note_limited("key", &principal.key_id, client);
+                return limited(&decision, rate, "API key");
+            }
+        }
+        if let Some(user) = &principal.user {
+            if let Some((decision, rate)) = self.limiter.user(&user.id).await {
+                if !decision.allowed {
+                    let client = client.unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
+                    self.limiter.note_limited("user", &user.id, client);
+                    return limited(&decision, rate, "user");
+                }
             }
         }
         let Some((service, _method)) = split_grpc_path(&path) else {
@@ -152,12 +213,16 @@ impl RouterState {
         if LOCAL_SERVICES.contains(&service) {
             return self.local(request).await;
         }
-        match self.upstreams.get(service) {
+        let mut response = match self.upstreams.get(service) {
             Some(upstream) => {
-                forward(upstream, request, &principal, arrived, self.max_message_bytes).await
+                forward(upstream, request, &principal, client, arrived, self.max_message_bytes).await
             }
             None => Status::unimplemented(format!("unknown service {service}")).into_http(),
+        };
+        if let Some((decision, rate)) = key_decision {
+            decision.add_headers(response.headers_mut(), rate.window);
         }
+        response
     }
 
     async fn local(&self, request: Request<Body>) -> Response<Body> {
@@ -209,6 +274,7 @@ async fn forward(
     upstream: &Upstream,
     request: Request<Body>,
     principal: &Principal,
+    client: Option<std::net::IpAddr>,
     arrived: Instant,
     max_message_bytes: usize,
 ) -> Response<Body> {
@@ -223,7 +289,7 @@ async fn forward(
         Err(status) => return status.into_http(),
     };
     let mut request = Request::from_parts(parts, body);
-    let client = request.extensions().get::<ClientAddr>().map(|c| c.0.ip().to_string());
+    let client = client.map(|c| c.to_string());
     prepare_headers(request.headers_mut(), principal, client.as_deref());
 
     let remaining = budget.map(|b| b.saturating_sub(arrived.elapsed()));

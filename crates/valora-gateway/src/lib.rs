@@ -14,6 +14,7 @@ pub mod grpc_web;
 pub mod limit;
 pub mod listener;
 pub mod local;
+pub mod ratelimit;
 pub mod sources;
 
 use std::collections::HashMap;
@@ -55,6 +56,10 @@ pub struct EdgeOptions {
     pub max_message_bytes: usize,
     /// Verifies bearer tokens and serves `/.well-known/jwks.json`.
     pub bearer: Option<Arc<bearer::BearerVerifier>>,
+    /// Rate limits.
+    pub limiter: Arc<ratelimit::Limiter>,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: ratelimit::TrustedProxies,
 }
 
 /// A failure to set up the edge.
@@ -85,21 +90,29 @@ pub async fn run(
     let upstreams: HashMap<String, Upstream> = options.upstreams.into_iter().collect();
     let sources = Arc::new(sources::FailureSources::default());
     sources.spawn_exporter();
-    let router = grpc::GrpcRouter::new(
-        options.keys.clone(),
+    let router = grpc::GrpcRouter::new(grpc::RouterParts {
+        keys: options.keys.clone(),
         local,
         upstreams,
-        options.max_message_bytes,
-        options.bearer.clone(),
+        max_message_bytes: options.max_message_bytes,
+        bearer: options.bearer.clone(),
         sources,
-    );
+        limiter: options.limiter.clone(),
+        proxies: options.trusted_proxies.clone(),
+    });
     let observed = ServiceBuilder::new()
         .map_response(|response: http::Response<valora_telemetry::observe::ObservedBody<tonic::body::Body>>| {
             response.map(tonic::body::Body::new)
         })
         .layer(valora_telemetry::observe::ObserveLayer::new("edge"))
         .service(router);
-    let dispatch = dispatch::Dispatch::new(BoxCloneSyncService::new(observed), options.keys, options.bearer);
+    let dispatch = dispatch::Dispatch::new(
+        BoxCloneSyncService::new(observed),
+        options.keys,
+        options.bearer,
+        options.limiter,
+        options.trusted_proxies,
+    );
     let service = ServiceBuilder::new()
         .layer(valora_mesh::security_headers::SecurityHeadersLayer::new(options.security_headers))
         .layer(cors::layer(options.cors_origins))

@@ -339,6 +339,56 @@ pub struct EdgeSettings {
     /// PEM private key of the public listener.
     #[arg(long, env = "VALORA_EDGE_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub rate_limits: RateLimitArgs,
+}
+
+/// Edge rate limits; each is COUNT/second, COUNT/minute, COUNT/hour or off.
+#[derive(Debug, Clone, Args)]
+pub struct RateLimitArgs {
+    /// Calls per API key.
+    #[arg(long, env = "VALORA_RATE_LIMIT_PER_KEY", default_value = "50/second", value_name = "RATE")]
+    pub rate_limit_per_key: String,
+
+    /// Calls per signed-in user.
+    #[arg(long, env = "VALORA_RATE_LIMIT_PER_USER", default_value = "20/second", value_name = "RATE")]
+    pub rate_limit_per_user: String,
+
+    /// Failed calls (missing or bad credentials) per client address; after
+    /// that, the address is refused before any credential check.
+    #[arg(long, env = "VALORA_RATE_LIMIT_FAILURES_PER_ADDRESS", default_value = "30/minute", value_name = "RATE")]
+    pub rate_limit_failures_per_address: String,
+
+    /// Calls per client address to single methods, as SERVICE/METHOD=RATE
+    /// pairs separated by commas.
+    #[arg(
+        long,
+        env = "VALORA_RATE_LIMIT_METHODS",
+        default_value = "valora.auth.v1.AuthService/Login=10/minute,valora.auth.v1.AuthService/Register=5/minute",
+        value_name = "LIST"
+    )]
+    pub rate_limit_methods: String,
+
+    /// Proxies (addresses or CIDR networks, comma-separated) whose
+    /// X-Forwarded-For is believed; the client address is then the
+    /// right-most hop that is not one of them.
+    #[arg(long, env = "VALORA_TRUSTED_PROXIES", default_value = "", value_name = "NETWORKS")]
+    pub trusted_proxies: String,
+
+    /// Redis that edges share their rate limit counts through; limits are
+    /// per edge process when unset.
+    #[arg(long, env = "VALORA_REDIS_URL", hide_env_values = true, value_name = "URL")]
+    pub redis_url: Option<String>,
+
+    /// Longest wait for Redis per decision, in milliseconds, before the
+    /// edge falls back to its own counts.
+    #[arg(long, env = "VALORA_REDIS_TIMEOUT_MS", default_value_t = 50, value_name = "MILLISECONDS")]
+    pub redis_timeout_ms: u64,
+
+    /// Prefix of every Redis key the edge writes.
+    #[arg(long, env = "VALORA_REDIS_PREFIX", default_value = "valora:", value_name = "PREFIX")]
+    pub redis_prefix: String,
 }
 
 #[derive(Debug, Args)]

@@ -16,6 +16,7 @@ mod operations;
 mod pki;
 mod postgres;
 mod python;
+mod rate_limits;
 mod readme;
 mod restart;
 mod streaming;

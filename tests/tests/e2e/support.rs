@@ -151,6 +151,10 @@ impl DevMesh {
         command.env("AUTH_ARGON2_MEMORY_KIB", "1024");
         command.env("AUTH_ARGON2_ITERATIONS", "1");
         command.env("VALORA_SHUTDOWN_DELAY_SECONDS", "0");
+        // Rate limits are off unless a test turns them on.
+        for limit in ["PER_KEY", "PER_USER", "FAILURES_PER_ADDRESS", "METHODS"] {
+            command.env(format!("VALORA_RATE_LIMIT_{limit}"), "off");
+        }
         match options.api_keys.as_deref() {
             None => {
                 command.env("MARKETPLACE_API_KEY", format!("{KEY},{SECOND_KEY}"));

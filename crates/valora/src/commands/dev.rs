@@ -97,7 +97,8 @@ pub(crate) async fn run(args: &DevArgs) -> anyhow::Result<()> {
         &edge_tls,
         &market_addr.to_string(),
         &auth_addr,
-    )?;
+    )
+    .await?;
 
     let auth_task = tokio::spawn(auth_server.run(shutdown.clone()));
     let market_task = tokio::spawn(market.run(shutdown.clone()));

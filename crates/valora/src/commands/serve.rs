@@ -51,7 +51,8 @@ async fn edge_main(args: &EdgeArgs) -> anyhow::Result<()> {
         &tls,
         &args.marketplace_addr,
         &args.auth_addr,
-    )?;
+    )
+    .await?;
     tracing::info!(addr = %listener.local_addr()?, "edge listening");
     valora_gateway::run(listener, options, shutdown).await?;
     tracing::info!("edge stopped");
