@@ -6,6 +6,7 @@ use std::path::PathBuf;
 const PROTOS: &[&str] = &[
     "valora/auth/v1/auth.proto",
     "valora/marketplace/v1/marketplace.proto",
+    "valora/marketplace/v1/webhook.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -10,7 +10,9 @@ REVOKE CREATE ON SCHEMA public FROM PUBLIC;
 GRANT USAGE ON SCHEMA public TO valora_marketplace, valora_auth;
 
 -- Marketplace.
-GRANT SELECT, INSERT, UPDATE, DELETE ON marketplace_listings, marketplace_plans TO valora_marketplace;
+GRANT SELECT, INSERT, UPDATE, DELETE ON marketplace_listings, marketplace_plans, marketplace_outbox,
+    marketplace_webhook_endpoints, marketplace_webhook_deliveries, marketplace_webhook_attempts TO valora_marketplace;
+GRANT USAGE, SELECT ON SEQUENCE marketplace_outbox_seq_seq TO valora_marketplace;
 GRANT SELECT ON marketplace_migrations TO valora_marketplace;
 GRANT SELECT, INSERT ON marketplace_audit_events TO valora_marketplace;
 GRANT SELECT, UPDATE ON marketplace_audit_head TO valora_marketplace;

@@ -11,7 +11,8 @@ pub mod grpc;
 pub mod page;
 pub mod service;
 pub mod store;
+pub mod webhooks;
 
-pub use grpc::MarketplaceApi;
+pub use grpc::{MarketplaceApi, WebhookApi};
 pub use service::Marketplace;
 pub use store::{PoolOptions, Store};

@@ -26,11 +26,18 @@ pub struct Page<T> {
 pub struct Marketplace {
     store: Store,
     events: EventHub,
+    /// Wakes the webhook dispatcher when the outbox grows.
+    outbox_written: std::sync::Arc<tokio::sync::Notify>,
 }
 
 impl Marketplace {
     pub fn new(store: Store, events: EventHub) -> Self {
-        Self { store, events }
+        Self { store, events, outbox_written: std::sync::Arc::default() }
+    }
+
+    /// Notified after each commit that wrote to the outbox.
+    pub fn outbox_written(&self) -> std::sync::Arc<tokio::sync::Notify> {
+        self.outbox_written.clone()
     }
 
     /// The event hub that watchers subscribe to.
@@ -289,8 +296,10 @@ impl Marketplace {
     }
 
     async fn commit(&self, tx: Tx, event: ListingEvent) -> Result<()> {
+        crate::webhooks::outbox::insert(tx.txn(), &event).await?;
         tx.commit().await?;
         self.events.publish(event);
+        self.outbox_written.notify_one();
         Ok(())
     }
 }
@@ -308,7 +317,7 @@ fn event(kind: EventKind, listing: &Listing, plan: Option<&Plan>, retired: Optio
 
 /// An audit event of a change by `caller`, with the call's peer and client
 /// address.
-fn audit_event(caller: &Principal, action: &str, target: &str, mut details: serde_json::Value) -> valora_audit::AuditEvent {
+pub(crate) fn audit_event(caller: &Principal, action: &str, target: &str, mut details: serde_json::Value) -> valora_audit::AuditEvent {
     let call = valora_mesh::guard::current_call();
     if let Some(object) = details.as_object_mut() {
         object.insert("key_id".into(), caller.key_id.clone().into());

@@ -427,6 +427,9 @@ pub struct DevArgs {
 
     #[command(flatten)]
     pub auth: AuthSettings,
+
+    #[command(flatten)]
+    pub webhooks: WebhookArgs,
 }
 
 #[derive(Debug, Args)]
@@ -472,6 +475,9 @@ pub struct MarketplaceArgs {
     /// Address of the auth service, which verifies issued API keys.
     #[arg(long, env = "VALORA_AUTH_ADDR", default_value = "127.0.0.1:50051", value_name = "HOST:PORT")]
     pub auth_addr: String,
+
+    #[command(flatten)]
+    pub webhooks: WebhookArgs,
 }
 
 #[derive(Debug, Args)]
@@ -493,6 +499,38 @@ pub struct AuthArgs {
     /// production, or sqlite://PATH?mode=rwc.
     #[arg(long, env = "AUTH_DATABASE_URL", hide_env_values = true, value_name = "URL")]
     pub auth_database_url: String,
+}
+
+/// Settings of webhook delivery.
+#[derive(Debug, Clone, Args)]
+pub struct WebhookArgs {
+    /// 32-byte key (64 hex digits) that seals webhook signing secrets in
+    /// the database; MARKETPLACE_WEBHOOK_KEY_FILE names a file holding it.
+    #[arg(long, env = "MARKETPLACE_WEBHOOK_KEY", hide_env_values = true, value_name = "HEX")]
+    pub webhook_key: Option<String>,
+
+    /// File holding the webhook key.
+    #[arg(long, env = "MARKETPLACE_WEBHOOK_KEY_FILE", value_name = "FILE")]
+    pub webhook_key_file: Option<PathBuf>,
+
+    /// Allow webhook receivers on 127.0.0.1 and ::1 (and http for them),
+    /// for local work and tests; refused outside `valora dev`.
+    #[arg(long, env = "VALORA_WEBHOOK_ALLOW_LOOPBACK", default_value_t = false, value_name = "BOOL", action = clap::ArgAction::Set)]
+    pub webhook_allow_loopback: bool,
+
+    /// Delay after a delivery's first failed attempt, in milliseconds; it
+    /// doubles per attempt, up to an hour, with jitter.
+    #[arg(long, env = "MARKETPLACE_WEBHOOK_RETRY_BASE_MS", default_value_t = 5000, value_name = "MILLISECONDS")]
+    pub webhook_retry_base_ms: u64,
+
+    /// Attempts per delivery before it fails and its endpoint is marked
+    /// failing.
+    #[arg(long, env = "MARKETPLACE_WEBHOOK_MAX_ATTEMPTS", default_value_t = 10, value_name = "COUNT")]
+    pub webhook_max_attempts: i32,
+
+    /// Time limit of one delivery attempt, in milliseconds.
+    #[arg(long, env = "MARKETPLACE_WEBHOOK_TIMEOUT_MS", default_value_t = 10_000, value_name = "MILLISECONDS")]
+    pub webhook_timeout_ms: u64,
 }
 
 /// Which service's migrations to apply.

@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::service::Routes;
 use valora_marketplace::events::EventHub;
-use valora_marketplace::{Marketplace, MarketplaceApi, PoolOptions, Store};
+use valora_marketplace::{Marketplace, MarketplaceApi, PoolOptions, Store, WebhookApi};
 use valora_mesh::apikey::KeyVerifier;
 use valora_mesh::guard::GuardConfig;
 use valora_mesh::identity::Identity;
@@ -32,6 +32,7 @@ use valora_proto::auth::v1::auth_service_server::{AuthServiceServer, SERVICE_NAM
 use valora_proto::marketplace::v1::marketplace_service_server::{
     MarketplaceServiceServer, SERVICE_NAME as MARKETPLACE_SERVICE,
 };
+use valora_proto::marketplace::v1::webhook_service_server::{WebhookServiceServer, SERVICE_NAME as WEBHOOK_SERVICE};
 use valora_telemetry::{AdminServer, Readiness};
 
 /// Binds a TCP listener, naming the setting on failure.
@@ -62,6 +63,8 @@ pub(crate) fn default_policy() -> Policy {
         .allow_service(Identity::edge(), AUTH_SERVICE)
         .allow_service(Identity::edge(), KEY_VERIFIER_SERVICE)
         .allow_service(Identity::marketplace(), KEY_VERIFIER_SERVICE)
+        .allow_service(Identity::edge(), WEBHOOK_SERVICE)
+        .allow_service(Identity::engineer(), WEBHOOK_SERVICE)
         .allow_service(Identity::engineer(), MARKETPLACE_SERVICE)
         .allow_service(Identity::engineer(), AUTH_SERVICE)
         .allow_service(Identity::engineer(), "grpc.reflection.v1.ServerReflection")
@@ -126,11 +129,16 @@ pub(crate) fn marketplace_server(
     keys: Arc<dyn KeyVerifier>,
     policy: Arc<Policy>,
     common: &CommonArgs,
+    webhooks: &crate::webhooks::WebhookParts,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<InternalServer> {
     let security_headers = crate::settings::security_headers(&common.headers)?;
-    let api = MarketplaceApi::new(Marketplace::new(store, EventHub::default()), shutdown);
+    let marketplace = Marketplace::new(store.clone(), EventHub::default());
+    webhooks.start_dispatcher(&store, marketplace.outbox_written(), shutdown.clone())?;
+    let api = MarketplaceApi::new(marketplace, shutdown);
     let service = MarketplaceServiceServer::new(api)
+        .max_decoding_message_size(common.max_message_bytes);
+    let webhook_service = WebhookServiceServer::new(WebhookApi::new(webhooks.endpoints(&store)))
         .max_decoding_message_size(common.max_message_bytes);
     Ok(InternalServer {
         name: "marketplace",
@@ -141,8 +149,8 @@ pub(crate) fn marketplace_server(
             keys,
             anonymous_services: HashSet::new(),
         },
-        routes: Routes::new(service),
-        services: vec![MARKETPLACE_SERVICE.to_owned()],
+        routes: Routes::new(service).add_service(webhook_service),
+        services: vec![MARKETPLACE_SERVICE.to_owned(), WEBHOOK_SERVICE.to_owned()],
         drain: Duration::from_secs(common.drain_seconds),
         expiry_threshold: Duration::from_secs(common.cert_expiry_threshold_seconds),
         security_headers,

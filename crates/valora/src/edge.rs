@@ -10,6 +10,7 @@ use valora_mesh::apikey::KeyVerifier;
 use valora_mesh::identity::Identity;
 use valora_mesh::tls::{MeshTls, mesh_channel};
 use valora_proto::marketplace::v1::marketplace_service_server::SERVICE_NAME as MARKETPLACE_SERVICE;
+use valora_proto::marketplace::v1::webhook_service_server::SERVICE_NAME as WEBHOOK_SERVICE;
 
 use crate::cli::{CommonArgs, EdgeSettings, RateLimitArgs, TokenArgs};
 use valora_gateway::ratelimit::local::LocalLimiter;
@@ -46,7 +47,8 @@ pub(crate) async fn options(
         cors_origins,
         security_headers: security_headers(&common.headers)?,
         upstreams: vec![
-            (MARKETPLACE_SERVICE.to_owned(), Upstream { name: "marketplace", channel }),
+            (MARKETPLACE_SERVICE.to_owned(), Upstream { name: "marketplace", channel: channel.clone() }),
+            (WEBHOOK_SERVICE.to_owned(), Upstream { name: "marketplace", channel }),
             (AUTH_SERVICE.to_owned(), Upstream { name: "auth", channel: auth }),
         ],
         tls: public_tls,

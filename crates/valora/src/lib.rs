@@ -7,6 +7,7 @@ mod commands;
 mod components;
 mod edge;
 mod settings;
+mod webhooks;
 
 use std::process::ExitCode;
 
@@ -32,11 +33,30 @@ pub fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            tracing::error!(error = format!("{error:#}"), "exiting");
-            eprintln!("valora: {error:#}");
+            let message = describe(&error);
+            tracing::error!(error = %message, "exiting");
+            eprintln!("valora: {message}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes on one line, skipping a cause whose text the
+/// line already contains (some errors repeat their source in their own
+/// message).
+fn describe(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {

@@ -23,3 +23,4 @@ mod streaming;
 mod support;
 mod validation;
 mod web;
+mod webhooks;

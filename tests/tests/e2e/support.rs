@@ -274,6 +274,16 @@ impl DevMesh {
         MarketplaceServiceClient::with_interceptor(channel, KeyInterceptor::new(key))
     }
 
+    /// Kills the process with SIGKILL (no drain) and returns the layout for
+    /// a restart.
+    pub fn kill(mut self) -> MeshLayout {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        std::mem::replace(&mut self.layout, MeshLayout::new())
+    }
+
     /// Sends SIGTERM without waiting.
     pub fn signal_term(&self) {
         if let Some(child) = &self.child {

@@ -20,7 +20,7 @@ const MUTABLE_FIELDS: [&str; 4] = ["title", "description", "category", "price"];
 const OUTPUT_ONLY_FIELDS: [&str; 7] =
     ["id", "seller_id", "status", "create_time", "update_time", "publish_time", "version"];
 
-pub(super) fn timestamp(time: DateTime<Utc>) -> Timestamp {
+pub(crate) fn timestamp(time: DateTime<Utc>) -> Timestamp {
     Timestamp { seconds: time.timestamp(), nanos: time.timestamp_subsec_nanos() as i32 }
 }
 
@@ -210,7 +210,7 @@ pub(super) fn listing_filter(request: &pb::ListListingsRequest) -> Result<Listin
     })
 }
 
-pub(super) fn id(field: &str, value: &str) -> Result<String> {
+pub(crate) fn id(field: &str, value: &str) -> Result<String> {
     let mut check = Checker::new();
     let id = check.id(field, value);
     check.finish()?;

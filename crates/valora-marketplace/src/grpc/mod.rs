@@ -2,6 +2,9 @@
 
 mod convert;
 mod status;
+mod webhooks;
+
+pub use webhooks::WebhookApi;
 
 use std::pin::Pin;
 
@@ -34,7 +37,7 @@ impl MarketplaceApi {
 }
 
 /// The principal the guard layer attached to the request.
-fn principal<T>(request: &Request<T>) -> Result<Principal, Status> {
+pub(crate) fn principal<T>(request: &Request<T>) -> Result<Principal, Status> {
     request
         .extensions()
         .get::<CallContext>()

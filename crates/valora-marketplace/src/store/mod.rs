@@ -106,6 +106,11 @@ impl Tx {
         Ok(())
     }
 
+    /// The transaction, for writes of other modules (the outbox).
+    pub(crate) fn txn(&self) -> &DatabaseTransaction {
+        &self.txn
+    }
+
     /// Writes an audit event in this transaction.
     pub async fn audit(&self, event: valora_audit::AuditEvent) -> Result<(), MarketplaceError> {
         let appended = valora_audit::append(&self.txn, AUDIT_PREFIX, "marketplace", event)

@@ -16,6 +16,7 @@ use crate::components::{self, bind, live_mesh_tls};
 use valora_proto::auth::v1::api_key_verifier_server::SERVICE_NAME as KEY_VERIFIER_SERVICE;
 use valora_proto::auth::v1::auth_service_server::SERVICE_NAME as AUTH_SERVICE;
 use valora_proto::marketplace::v1::marketplace_service_server::SERVICE_NAME as MARKETPLACE_SERVICE;
+use valora_proto::marketplace::v1::webhook_service_server::SERVICE_NAME as WEBHOOK_SERVICE;
 use crate::edge;
 use crate::settings::{database_url, static_keys};
 
@@ -35,8 +36,9 @@ pub(crate) async fn run(args: &DevArgs) -> anyhow::Result<()> {
     let (static_keys, generated) = dev_keys(args)?;
     let policy = components::policy(
         &args.policy,
-        &[MARKETPLACE_SERVICE, AUTH_SERVICE, KEY_VERIFIER_SERVICE],
+        &[MARKETPLACE_SERVICE, WEBHOOK_SERVICE, AUTH_SERVICE, KEY_VERIFIER_SERVICE],
     )?;
+    let webhooks = crate::webhooks::WebhookParts::new(&args.webhooks, Some(&args.state_dir))?;
 
     let market_url = database_url_or_sqlite(args.marketplace_database_url.as_deref(), "MARKETPLACE_DATABASE_URL", &args.state_dir, "marketplace.db")?;
     let auth_url = database_url_or_sqlite(args.auth_database_url.as_deref(), "AUTH_DATABASE_URL", &args.state_dir, "auth.db")?;
@@ -83,6 +85,7 @@ pub(crate) async fn run(args: &DevArgs) -> anyhow::Result<()> {
         market_keys,
         policy,
         &args.common,
+        &webhooks,
         shutdown.clone(),
     )?;
 

@@ -65,7 +65,7 @@ pub(crate) async fn migrate_if_pending(service: MigrationTarget, url: &str) -> a
 
 /// Fails when `service`'s schema on `url` lacks migrations.
 pub(crate) async fn ensure_migrated(service: MigrationTarget, url: &str, setting: &str) -> anyhow::Result<()> {
-    let db = connect(url).await?;
+    let db = connect(url).await.with_context(|| format!("{setting}: cannot use the database"))?;
     let missing = pending(service, &db).await;
     db.close().await.ok();
     if missing.is_empty() {

@@ -8,6 +8,7 @@ use valora_mesh::identity::Identity;
 use valora_proto::auth::v1::api_key_verifier_server::SERVICE_NAME as KEY_VERIFIER_SERVICE;
 use valora_proto::auth::v1::auth_service_server::SERVICE_NAME as AUTH_SERVICE;
 use valora_proto::marketplace::v1::marketplace_service_server::SERVICE_NAME as MARKETPLACE_SERVICE;
+use valora_proto::marketplace::v1::webhook_service_server::SERVICE_NAME as WEBHOOK_SERVICE;
 use valora_telemetry::Readiness;
 
 use crate::cli::{AuthArgs, EdgeArgs, KeyArgs, MarketplaceArgs, MigrationTarget, ServeCommand};
@@ -66,7 +67,8 @@ async fn marketplace_main(args: &MarketplaceArgs) -> anyhow::Result<()> {
         &args.marketplace_database_url,
         args.common.database_allow_plaintext,
     )?;
-    let policy = components::policy(&args.policy, &[MARKETPLACE_SERVICE])?;
+    let policy = components::policy(&args.policy, &[MARKETPLACE_SERVICE, WEBHOOK_SERVICE])?;
+    let webhooks = crate::webhooks::WebhookParts::new(&args.webhooks, None)?;
     let tls = components::live_mesh_tls(&args.common.certs_dir, &Identity::marketplace())?;
     migrate::ensure_migrated(MigrationTarget::Marketplace, &url, "MARKETPLACE_DATABASE_URL").await?;
     let keys = auth::remote_keys(static_keys, &tls, &args.auth_addr)?;
@@ -78,7 +80,8 @@ async fn marketplace_main(args: &MarketplaceArgs) -> anyhow::Result<()> {
     components::start_admin(args.common.admin_addr, readiness, shutdown.clone()).await?;
     let listener = bind(args.marketplace_addr, "VALORA_MARKETPLACE_ADDR (--marketplace-addr)").await?;
     tracing::info!(addr = %listener.local_addr()?, "marketplace listening");
-    let server = components::marketplace_server(listener, tls, store, keys, policy, &args.common, shutdown.clone())?;
+    let server =
+        components::marketplace_server(listener, tls, store, keys, policy, &args.common, &webhooks, shutdown.clone())?;
     server.run(shutdown).await.context("marketplace server failed")?;
     tracing::info!("marketplace stopped");
     Ok(())
