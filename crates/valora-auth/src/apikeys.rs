@@ -97,7 +97,9 @@ pub fn is_issued_key(text: &str) -> bool {
 
 /// Splits a key into id and secret after checking its shape and checksum.
 pub fn parse(text: &str) -> Result<ParsedKey<'_>, KeyFormatError> {
-    if text.len() != KEY_LEN || !text.starts_with(KEY_PREFIX) {
+    // Checking for ASCII first makes every byte offset below a character
+    // boundary, so the slicing cannot panic on multi-byte input.
+    if text.len() != KEY_LEN || !text.is_ascii() || !text.starts_with(KEY_PREFIX) {
         return Err(KeyFormatError::NotAKey);
     }
     let rest = &text[KEY_PREFIX.len()..];
@@ -126,6 +128,14 @@ mod tests {
 
     fn pepper() -> Pepper {
         Pepper::new(vec![7u8; 32]).unwrap()
+    }
+
+    #[test]
+    fn multibyte_text_is_not_a_key() {
+        // A two-byte character straddles the end of the id.
+        let text = format!("{KEY_PREFIX}0123456789abcde\u{e9}_{}", "0".repeat(KEY_LEN - KEY_PREFIX.len() - 18));
+        assert_eq!(text.len(), KEY_LEN);
+        assert_eq!(parse(&text).unwrap_err(), KeyFormatError::NotAKey);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use arc_swap::ArcSwap;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use tokio::sync::Mutex;
-use tonic::transport::Channel;
+use valora_mesh::balance::{PoolService, UpstreamPool};
 use valora_mesh::principal::UserPrincipal;
 use valora_proto::auth::v1::GetJwksRequest;
 use valora_proto::auth::v1::auth_service_client::AuthServiceClient;
@@ -43,16 +43,16 @@ struct KeySet {
 
 /// Verifies `Authorization: Bearer` tokens.
 pub struct BearerVerifier {
-    client: AuthServiceClient<Channel>,
+    client: AuthServiceClient<PoolService>,
     validation: Validation,
     keys: ArcSwap<KeySet>,
     last_refresh: Mutex<Option<Instant>>,
 }
 
 impl BearerVerifier {
-    /// A verifier fetching keys over `channel` (to the auth service) and
-    /// accepting tokens from `issuer` for `audience`.
-    pub fn new(channel: Channel, issuer: &str, audience: &str) -> Arc<Self> {
+    /// A verifier fetching keys from the auth service replicas in `auth`
+    /// and accepting tokens from `issuer` for `audience`.
+    pub fn new(auth: Arc<UpstreamPool>, issuer: &str, audience: &str) -> Arc<Self> {
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.algorithms = vec![Algorithm::EdDSA];
         validation.set_issuer(&[issuer]);
@@ -61,7 +61,7 @@ impl BearerVerifier {
         validation.leeway = LEEWAY_SECONDS;
         validation.validate_nbf = true;
         Arc::new(Self {
-            client: AuthServiceClient::new(channel),
+            client: AuthServiceClient::new(PoolService(auth)),
             validation,
             keys: ArcSwap::from_pointee(KeySet::default()),
             last_refresh: Mutex::new(None),

@@ -13,9 +13,9 @@ use http::{HeaderMap, HeaderValue, Request, Response, header};
 use tonic::Status;
 use tonic::body::Body;
 use tonic::service::Routes;
-use tonic::transport::Channel;
 use tower::ServiceExt;
 use valora_mesh::Principal;
+use valora_mesh::balance::{BodyTimeout, REQUEST_BODY_TIMEOUT, UpstreamPool};
 use valora_mesh::principal::UserPrincipal;
 use valora_mesh::apikey::{API_KEY_HEADER, KeyRejection, KeyVerifier, check_key_syntax};
 use valora_mesh::policy::split_grpc_path;
@@ -66,7 +66,8 @@ const STRIPPED_HEADERS: [&str; 10] = [
 pub struct Upstream {
     /// Short name for logs and errors, such as `marketplace`.
     pub name: &'static str,
-    pub channel: Channel,
+    /// The replicas of that service.
+    pub pool: Arc<UpstreamPool>,
 }
 
 /// The edge's gRPC router.
@@ -284,9 +285,16 @@ async fn forward(
         Some(Err(error)) => return Status::invalid_argument(error.to_string()).into_http(),
     };
     let (parts, body) = request.into_parts();
-    let body = match limit::check_first_message(body, max_message_bytes).await {
-        Ok(body) => body,
-        Err(status) => return status.into_http(),
+    // The pool bounds the wait for the rest of the body the same way.
+    let first_message = limit::check_first_message(body, max_message_bytes);
+    let body = match tokio::time::timeout(REQUEST_BODY_TIMEOUT, first_message).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(status)) => return status.into_http(),
+        Err(_) => {
+            let error = BodyTimeout;
+            tracing::debug!(%error, "request body too slow");
+            return Status::deadline_exceeded(error.to_string()).into_http();
+        }
     };
     let mut request = Request::from_parts(parts, body);
     let client = client.map(|c| c.to_string());
@@ -302,7 +310,7 @@ async fn forward(
         }
     }
 
-    let call = upstream.channel.clone().oneshot(request);
+    let call = upstream.pool.call(request);
     let outcome = match remaining {
         Some(remaining) => match tokio::time::timeout(remaining, call).await {
             Ok(outcome) => outcome,
@@ -315,12 +323,35 @@ async fn forward(
             Some(remaining) => deadline::limit_response(response, arrived + remaining),
             None => response,
         },
+        Err(error) if error.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+            Status::resource_exhausted(format!("the request exceeds {max_message_bytes} bytes")).into_http()
+        }
+        Err(error) if error.is::<BodyTimeout>() => {
+            tracing::debug!(%error, "request body too slow");
+            Status::deadline_exceeded(error.to_string()).into_http()
+        }
+        // The channel enforces the forwarded grpc-timeout itself and can
+        // give up a moment before the timer above does.
+        Err(error) if timed_out(&*error) => deadline_exceeded(),
         Err(error) => {
             tracing::warn!(upstream = upstream.name, %error, "internal service unreachable");
             Status::unavailable(format!("the {} service is unavailable; retry later", upstream.name))
                 .into_http()
         }
     }
+}
+
+/// Reports whether `error`, or an error it wraps, is the channel's
+/// deadline expiring.
+fn timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(error);
+    while let Some(current) = source {
+        if current.is::<tonic::TimeoutExpired>() {
+            return true;
+        }
+        source = current.source();
+    }
+    false
 }
 
 fn prepare_headers(headers: &mut HeaderMap, principal: &Principal, client: Option<&str>) {

@@ -26,10 +26,10 @@ use http::HeaderValue;
 use rustls::ServerConfig;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tonic::transport::Channel;
 use tower::ServiceBuilder;
 use tower::util::BoxCloneSyncService;
 use valora_mesh::apikey::KeyVerifier;
+use valora_mesh::balance::UpstreamPool;
 use valora_mesh::tls::{read_certs, read_key};
 
 pub use grpc::Upstream;
@@ -79,13 +79,13 @@ pub async fn run(
 ) -> Result<(), EdgeError> {
     let services: Vec<String> = options.upstreams.iter().map(|(name, _)| name.clone()).collect();
     let (local, reporter) = local::local_routes(&services)?;
-    let probes: Vec<(String, Channel)> = options
+    let probes: Vec<(String, Arc<UpstreamPool>)> = options
         .upstreams
         .iter()
-        .map(|(name, upstream)| (name.clone(), upstream.channel.clone()))
+        .map(|(name, upstream)| (name.clone(), upstream.pool.clone()))
         .collect();
     reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
-    let prober = tokio::spawn(local::probe_upstreams(reporter.clone(), probes));
+    let prober = tokio::spawn(local::report_upstreams(reporter.clone(), probes));
 
     let upstreams: HashMap<String, Upstream> = options.upstreams.into_iter().collect();
     let sources = Arc::new(sources::FailureSources::default());

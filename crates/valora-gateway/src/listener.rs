@@ -2,8 +2,11 @@
 //! h2c with prior knowledge), and graceful shutdown.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -13,15 +16,20 @@ use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use rustls::ServerConfig;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tonic::body::Body;
 use tower::util::BoxCloneSyncService;
 
-/// Maximum time for a TLS handshake or for the headers of an HTTP/1.1
-/// request to arrive.
+/// Maximum time for a TLS handshake, for the headers of an HTTP/1.1
+/// request, and for the first bytes of a connection (the HTTP/2 preface)
+/// to arrive.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bytes a client must send within [`HEADER_TIMEOUT`] of connecting: the
+/// length of the HTTP/2 connection preface.
+const OPENING_BYTES: usize = 24;
 /// Concurrent streams per HTTP/2 connection.
 const MAX_CONCURRENT_STREAMS: u32 = 256;
 /// Largest accepted header block, in bytes.
@@ -113,7 +121,10 @@ async fn serve_connection(
         .service(service);
     let hyper_service = TowerToHyperService::new(service);
     let result = match acceptor {
-        None => watcher.watch(builder.serve_connection(TokioIo::new(tcp), hyper_service)).await,
+        None => {
+            let tcp = OpeningDeadline::new(tcp, HEADER_TIMEOUT);
+            watcher.watch(builder.serve_connection(TokioIo::new(tcp), hyper_service)).await
+        }
         Some(acceptor) => {
             let tls = match tokio::time::timeout(HEADER_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => tls,
@@ -126,11 +137,81 @@ async fn serve_connection(
                     return;
                 }
             };
+            let tls = OpeningDeadline::new(tls, HEADER_TIMEOUT);
             watcher.watch(builder.serve_connection(TokioIo::new(tls), hyper_service)).await
         }
     };
     if let Err(error) = result {
         tracing::debug!(%peer, %error, "connection ended with an error");
+    }
+}
+
+/// A connection that fails its reads with `TimedOut` unless the client
+/// sends [`OPENING_BYTES`] bytes before a deadline.
+///
+/// hyper's HTTP/1.1 header timeout starts only with the first byte of a
+/// request, and the protocol detection waits for the whole HTTP/2 preface
+/// without a limit, so a client that connects and stays silent, or stops
+/// inside the preface, would otherwise hold its connection forever.
+struct OpeningDeadline<T> {
+    inner: T,
+    received: usize,
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<T> OpeningDeadline<T> {
+    fn new(inner: T, limit: Duration) -> Self {
+        Self { inner, received: 0, deadline: Some(Box::pin(tokio::time::sleep(limit))) }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for OpeningDeadline<T> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        let before = buf.filled().len();
+        let read = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = read {
+            this.received += buf.filled().len() - before;
+            if this.received >= OPENING_BYTES {
+                this.deadline = None;
+            }
+        }
+        if read.is_pending()
+            && let Some(deadline) = this.deadline.as_mut()
+            && deadline.as_mut().poll(cx).is_ready()
+        {
+            return Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client sent too little within the opening timeout",
+            )));
+        }
+        read
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for OpeningDeadline<T> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, data)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, data)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

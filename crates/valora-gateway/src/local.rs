@@ -1,19 +1,15 @@
 //! Services the edge answers itself: reflection and health.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tonic::service::Routes;
-use tonic::transport::Channel;
 use tonic_health::ServingStatus;
-use tonic_health::pb::HealthCheckRequest;
-use tonic_health::pb::health_check_response::ServingStatus as WireStatus;
-use tonic_health::pb::health_client::HealthClient;
 use tonic_health::server::HealthReporter;
+use valora_mesh::balance::UpstreamPool;
 
-/// Interval between health probes of each internal service.
-const PROBE_INTERVAL: Duration = Duration::from_secs(5);
-/// Deadline of one health probe.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Interval between updates of each public service's health.
+const REPORT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Failure to build the reflection service.
 #[derive(Debug, thiserror::Error)]
@@ -29,31 +25,16 @@ pub fn local_routes(services: &[String]) -> Result<(Routes, HealthReporter), Ref
     Ok((routes, reporter))
 }
 
-/// Reports each public service as SERVING while its internal service
-/// answers health checks, NOT_SERVING otherwise.
-pub async fn probe_upstreams(reporter: HealthReporter, targets: Vec<(String, Channel)>) {
-    let mut ticker = tokio::time::interval(PROBE_INTERVAL);
+/// Reports each public service as SERVING while at least one replica of
+/// its internal service passes health checks, NOT_SERVING otherwise.
+pub async fn report_upstreams(reporter: HealthReporter, targets: Vec<(String, Arc<UpstreamPool>)>) {
+    let mut ticker = tokio::time::interval(REPORT_INTERVAL);
     loop {
         ticker.tick().await;
-        for (service, channel) in &targets {
-            let status = probe(channel.clone()).await;
+        for (service, pool) in &targets {
+            let (_, healthy) = pool.counts();
+            let status = if healthy > 0 { ServingStatus::Serving } else { ServingStatus::NotServing };
             reporter.set_service_status(service.as_str(), status).await;
-        }
-    }
-}
-
-async fn probe(channel: Channel) -> ServingStatus {
-    let mut client = HealthClient::new(channel);
-    let mut request = tonic::Request::new(HealthCheckRequest { service: String::new() });
-    request.set_timeout(PROBE_TIMEOUT);
-    match client.check(request).await {
-        Ok(response) if response.get_ref().status == WireStatus::Serving as i32 => {
-            ServingStatus::Serving
-        }
-        Ok(_) => ServingStatus::NotServing,
-        Err(status) => {
-            tracing::debug!(code = ?status.code(), "internal health probe failed");
-            ServingStatus::NotServing
         }
     }
 }

@@ -2,9 +2,12 @@
 
 use std::fmt;
 use std::future::Future;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -16,6 +19,10 @@ pub const API_KEY_HEADER: &str = "x-api-key";
 pub const MAX_KEY_LEN: usize = 256;
 /// Shortest static key accepted at start-up, in characters.
 pub const MIN_STATIC_KEY_LEN: usize = 32;
+/// Interval at which [`StaticKeys::spawn_file_reload`] re-reads its file.
+/// Polling the path detects every kind of change, including the symlink
+/// swap with which Kubernetes updates a mounted Secret.
+pub const KEY_FILE_POLL: Duration = Duration::from_secs(2);
 
 /// Why an API key was not accepted. Messages never contain the key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -77,9 +84,12 @@ pub fn check_key_syntax(key: &[u8]) -> Result<&str, KeyRejection> {
 /// Keys are kept as SHA-256 digests and compared in constant time, so
 /// neither the comparison's timing nor a memory dump of the set reveals a
 /// key.
+///
+/// Clones share one list: [`StaticKeys::replace`] on any clone changes the
+/// keys every clone accepts, from the next lookup on.
 #[derive(Clone, Default)]
 pub struct StaticKeys {
-    keys: Arc<Vec<StaticKey>>,
+    keys: Arc<ArcSwap<Vec<StaticKey>>>,
 }
 
 #[derive(Clone)]
@@ -106,7 +116,8 @@ pub enum StaticKeyError {
 
 impl fmt::Debug for StaticKeys {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let ids: Vec<&str> = self.keys.iter().map(|k| k.id.as_str()).collect();
+        let keys = self.keys.load();
+        let ids: Vec<&str> = keys.iter().map(|k| k.id.as_str()).collect();
         f.debug_struct("StaticKeys").field("ids", &ids).finish()
     }
 }
@@ -133,22 +144,35 @@ impl StaticKeys {
             }
             keys.push(StaticKey::new(key));
         }
-        Ok(Self { keys: Arc::new(keys) })
+        Ok(Self { keys: Arc::new(ArcSwap::from_pointee(keys)) })
+    }
+
+    /// Replaces the keys of this list, and of every clone, with the keys of
+    /// `other`. Lookups already running finish with the previous keys.
+    pub fn replace(&self, other: &StaticKeys) {
+        self.keys.store(other.keys.load_full());
+    }
+
+    /// Returns whether both lists contain the same keys in the same order.
+    pub fn same_keys(&self, other: &StaticKeys) -> bool {
+        let (mine, theirs) = (self.keys.load(), other.keys.load());
+        mine.len() == theirs.len()
+            && mine.iter().zip(theirs.iter()).all(|(a, b)| bool::from(a.digest.ct_eq(&b.digest)))
     }
 
     /// Number of keys.
     pub fn len(&self) -> usize {
-        self.keys.len()
+        self.keys.load().len()
     }
 
     /// Whether there are no keys.
     pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
+        self.keys.load().is_empty()
     }
 
     /// Public ids of the keys, for logs.
     pub fn ids(&self) -> Vec<String> {
-        self.keys.iter().map(|k| k.id.clone()).collect()
+        self.keys.load().iter().map(|k| k.id.clone()).collect()
     }
 
     /// Returns the principal of `key` when it is one of the static keys.
@@ -157,8 +181,9 @@ impl StaticKeys {
     /// depend on which key matched.
     pub fn lookup(&self, key: &str) -> Option<Principal> {
         let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
+        let keys = self.keys.load();
         let mut found: Option<&StaticKey> = None;
-        for candidate in self.keys.iter() {
+        for candidate in keys.iter() {
             if bool::from(candidate.digest.ct_eq(&digest)) {
                 found = Some(candidate);
             }
@@ -169,6 +194,82 @@ impl StaticKeys {
             scopes: vec![SCOPE_MARKETPLACE_READ.to_owned(), SCOPE_MARKETPLACE_WRITE.to_owned()],
             user: None,
         })
+    }
+}
+
+impl StaticKeys {
+    /// Starts a task that re-reads `path` every [`KEY_FILE_POLL`] until the
+    /// runtime stops.
+    ///
+    /// When the content changed, `parse` turns it into a list. A list with
+    /// other keys than the current ones replaces them in every clone, and
+    /// the number of keys and their ids are logged. A file that cannot be
+    /// read, or that `parse` rejects, logs a warning with `setting` and the
+    /// reason, and the current keys stay. The reason is `parse`'s message,
+    /// so it must not contain key values. Each outcome increments
+    /// `valora_api_key_file_reloads_total{outcome="applied"|"rejected"}`.
+    pub fn spawn_file_reload<F>(&self, path: PathBuf, setting: &'static str, parse: F)
+    where
+        F: Fn(&str) -> Result<StaticKeys, String> + Send + 'static,
+    {
+        let keys = self.clone();
+        tokio::spawn(async move {
+            // A SHA-256 of the content last seen, or the read error, so an
+            // unchanged file is neither parsed nor logged again and no copy
+            // of the keys stays in memory.
+            let mut last_seen: Option<Result<[u8; 32], String>> = None;
+            let mut rejected = false;
+            let mut tick = tokio::time::interval(KEY_FILE_POLL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let content = tokio::fs::read(&path).await;
+                let seen = match &content {
+                    Ok(bytes) => Ok(Sha256::digest(bytes).into()),
+                    Err(error) => Err(error.to_string()),
+                };
+                if last_seen.as_ref() == Some(&seen) {
+                    continue;
+                }
+                last_seen = Some(seen);
+                let parsed = match content {
+                    Ok(bytes) => match std::str::from_utf8(&bytes) {
+                        Ok(text) => parse(text),
+                        Err(_) => Err("the file is not UTF-8 text".to_owned()),
+                    },
+                    Err(error) => Err(format!("cannot read {}: {error}", path.display())),
+                };
+                match parsed {
+                    Ok(new) if new.same_keys(&keys) => {
+                        if std::mem::take(&mut rejected) {
+                            tracing::info!(
+                                setting,
+                                count = keys.len(),
+                                ids = ?keys.ids(),
+                                "static API key file is valid again and contains the current keys"
+                            );
+                        }
+                    }
+                    Ok(new) => {
+                        keys.replace(&new);
+                        rejected = false;
+                        tracing::info!(setting, count = new.len(), ids = ?new.ids(), "static API keys reloaded");
+                        metrics::counter!("valora_api_key_file_reloads_total", "outcome" => "applied").increment(1);
+                    }
+                    Err(reason) => {
+                        rejected = true;
+                        tracing::warn!(
+                            setting,
+                            %reason,
+                            count = keys.len(),
+                            ids = ?keys.ids(),
+                            "static API key file rejected; keeping the current keys"
+                        );
+                        metrics::counter!("valora_api_key_file_reloads_total", "outcome" => "rejected").increment(1);
+                    }
+                }
+            }
+        });
     }
 }
 
@@ -228,6 +329,78 @@ mod tests {
             StaticKeys::parse(&format!("{KEY_A},has space{KEY_B}")).unwrap_err(),
             StaticKeyError::BadCharacters { position: 2 }
         );
+    }
+
+    #[tokio::test]
+    async fn replace_changes_every_clone() {
+        let keys = StaticKeys::parse(KEY_A).unwrap();
+        let clone = keys.clone();
+        let composite = crate::apikey_remote::CompositeKeys {
+            static_keys: keys.clone(),
+            issued: None,
+            issued_prefix: "vlk_",
+        };
+        assert!(clone.lookup(KEY_A).is_some());
+
+        keys.replace(&StaticKeys::parse(KEY_B).unwrap());
+        for view in [&keys, &clone, &composite.static_keys] {
+            assert!(view.lookup(KEY_A).is_none(), "the old key is still accepted");
+            assert!(view.lookup(KEY_B).is_some(), "the new key is not accepted");
+            assert_eq!(view.len(), 1);
+        }
+        assert_eq!(composite.verify(KEY_A).await.unwrap_err(), KeyRejection::Unknown);
+        assert!(composite.verify(KEY_B).await.is_ok());
+    }
+
+    #[test]
+    fn replace_copies_the_list_not_the_source() {
+        let keys = StaticKeys::parse(KEY_A).unwrap();
+        let source = StaticKeys::parse(KEY_B).unwrap();
+        keys.replace(&source);
+        assert!(keys.same_keys(&source));
+        // `keys` takes the source's current list, so replacing the source
+        // afterwards leaves `keys` unchanged.
+        source.replace(&StaticKeys::parse(KEY_A).unwrap());
+        assert!(keys.lookup(KEY_B).is_some());
+        assert!(keys.lookup(KEY_A).is_none());
+    }
+
+    #[tokio::test]
+    async fn file_reload_applies_valid_lists_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys");
+        std::fs::write(&path, KEY_A).unwrap();
+        let keys = StaticKeys::parse(KEY_A).unwrap();
+        keys.spawn_file_reload(path.clone(), "KEYS_FILE", |text| {
+            StaticKeys::parse(text.trim()).map_err(|e| e.to_string())
+        });
+        let wait_for_b = async {
+            while keys.lookup(KEY_B).is_none() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        std::fs::write(&path, KEY_B).unwrap();
+        tokio::time::timeout(KEY_FILE_POLL * 3, wait_for_b).await.expect("the new list was not applied");
+        assert!(keys.lookup(KEY_A).is_none());
+
+        // A missing, invalid or non-UTF-8 file leaves the current list in
+        // place.
+        std::fs::remove_file(&path).unwrap();
+        tokio::time::sleep(KEY_FILE_POLL + Duration::from_millis(500)).await;
+        std::fs::write(&path, b"\xff\xfe").unwrap();
+        tokio::time::sleep(KEY_FILE_POLL + Duration::from_millis(500)).await;
+        std::fs::write(&path, "short").unwrap();
+        tokio::time::sleep(KEY_FILE_POLL + Duration::from_millis(500)).await;
+        assert!(keys.lookup(KEY_B).is_some());
+        assert_eq!(keys.len(), 1);
+    }
+
+    #[test]
+    fn same_keys_compares_the_whole_list() {
+        let ab = StaticKeys::parse(&format!("{KEY_A},{KEY_B}")).unwrap();
+        assert!(ab.same_keys(&StaticKeys::parse(&format!("{KEY_A}, {KEY_B}")).unwrap()));
+        assert!(!ab.same_keys(&StaticKeys::parse(KEY_A).unwrap()));
+        assert!(!ab.same_keys(&StaticKeys::parse(&format!("{KEY_B},{KEY_A}")).unwrap()));
     }
 
     #[test]

@@ -11,10 +11,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use tonic::transport::Channel;
 use valora_proto::auth::v1::VerifyApiKeyRequest;
 use valora_proto::auth::v1::api_key_verifier_client::ApiKeyVerifierClient;
 
+use crate::balance::{PoolService, UpstreamPool};
 use crate::apikey::{KeyRejection, KeyVerifier, StaticKeys, VerifyFuture};
 use crate::principal::Principal;
 
@@ -33,14 +33,14 @@ type Verdict = Result<Principal, KeyRejection>;
 /// Verifies keys through `valora.auth.v1.ApiKeyVerifier`.
 #[derive(Clone)]
 pub struct RemoteKeys {
-    client: ApiKeyVerifierClient<Channel>,
+    client: ApiKeyVerifierClient<PoolService>,
     cache: Arc<Mutex<HashMap<[u8; 32], (Verdict, Instant)>>>,
 }
 
 impl RemoteKeys {
-    /// Verifies over `channel`, a mesh channel to the auth service.
-    pub fn new(channel: Channel) -> Self {
-        Self { client: ApiKeyVerifierClient::new(channel), cache: Arc::default() }
+    /// Verifies with the auth service replicas in `auth`.
+    pub fn new(auth: Arc<UpstreamPool>) -> Self {
+        Self { client: ApiKeyVerifierClient::new(PoolService(auth)), cache: Arc::default() }
     }
 
     fn cached(&self, digest: &[u8; 32]) -> Option<Verdict> {

@@ -5,6 +5,7 @@
 
 pub mod apikey;
 pub mod apikey_remote;
+pub mod balance;
 pub mod guard;
 pub mod identity;
 pub mod pki;

@@ -14,9 +14,10 @@ use valora_auth::tokens::signing::{SigningKeys, write_new_key};
 use valora_mesh::apikey::{KeyVerifier, StaticKeys};
 use valora_mesh::apikey_remote::{CompositeKeys, RemoteKeys};
 use valora_mesh::identity::Identity;
-use valora_mesh::tls::{MeshTls, mesh_channel};
+use valora_mesh::balance::UpstreamPool;
+use valora_mesh::tls::MeshTls;
 
-use crate::cli::{AuthSettings, PepperArgs};
+use crate::cli::{AuthSettings, CommonArgs, PepperArgs};
 use crate::settings::SettingError;
 
 /// File under the development state folder holding the pepper.
@@ -135,17 +136,20 @@ pub(crate) async fn build(
     Ok(Auth::new(store, hasher, signing, pepper, config))
 }
 
-/// Static keys plus keys issued by the auth service at `auth_addr`.
-pub(crate) fn remote_keys(
-    static_keys: Option<StaticKeys>,
-    tls: &Arc<MeshTls>,
-    auth_addr: &str,
-) -> anyhow::Result<Arc<dyn KeyVerifier>> {
-    let channel = mesh_channel(tls, auth_addr, &Identity::auth())
-        .map_err(|e| SettingError::new("VALORA_AUTH_ADDR", e.to_string(), "use HOST:PORT such as 127.0.0.1:50051"))?;
-    Ok(Arc::new(CompositeKeys {
+/// Static keys plus keys issued by the auth service replicas in `auth`.
+pub(crate) fn remote_keys(static_keys: Option<StaticKeys>, auth: Arc<UpstreamPool>) -> Arc<dyn KeyVerifier> {
+    Arc::new(CompositeKeys {
         static_keys: static_keys.unwrap_or_default(),
-        issued: Some(Arc::new(RemoteKeys::new(channel))),
+        issued: Some(Arc::new(RemoteKeys::new(auth))),
         issued_prefix: KEY_PREFIX,
-    }))
+    })
+}
+
+/// The auth service replicas listed in `VALORA_AUTH_ADDR`.
+pub(crate) async fn auth_pool(
+    tls: &Arc<MeshTls>,
+    targets: &str,
+    common: &CommonArgs,
+) -> anyhow::Result<Arc<UpstreamPool>> {
+    crate::components::upstream_pool("auth", tls, targets, &Identity::auth(), "VALORA_AUTH_ADDR", common).await
 }

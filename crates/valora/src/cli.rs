@@ -314,7 +314,10 @@ pub struct KeyArgs {
     #[arg(long = "api-keys", env = "MARKETPLACE_API_KEY", hide_env_values = true, value_name = "KEYS")]
     pub api_keys: Option<String>,
 
-    /// File holding the static API keys, re-read when it changes.
+    /// File holding the static API keys, one a line. It is re-read every
+    /// 2 seconds: a changed, valid list takes effect at once, while an
+    /// unreadable or invalid one is logged and the previous keys stay.
+    /// During rotation, list the old and the new key together.
     #[arg(long = "api-keys-file", env = "MARKETPLACE_API_KEY_FILE", value_name = "FILE")]
     pub api_keys_file: Option<PathBuf>,
 }
@@ -441,13 +444,14 @@ pub struct EdgeArgs {
     #[command(flatten)]
     pub keys: KeyArgs,
 
-    /// Address of the marketplace service (HOST:PORT; the host may be a
-    /// DNS name).
-    #[arg(long, env = "VALORA_MARKETPLACE_ADDR", default_value = "127.0.0.1:50052", value_name = "HOST:PORT")]
+    /// Marketplace replicas: comma-separated HOST:PORT entries; a host
+    /// may be a DNS name resolving to several replicas, looked up again
+    /// every few seconds.
+    #[arg(long, env = "VALORA_MARKETPLACE_ADDR", default_value = "127.0.0.1:50052", value_name = "HOST:PORT,...")]
     pub marketplace_addr: String,
 
-    /// Address of the auth service (HOST:PORT; the host may be a DNS name).
-    #[arg(long, env = "VALORA_AUTH_ADDR", default_value = "127.0.0.1:50051", value_name = "HOST:PORT")]
+    /// Auth replicas, listed like the marketplace's.
+    #[arg(long, env = "VALORA_AUTH_ADDR", default_value = "127.0.0.1:50051", value_name = "HOST:PORT,...")]
     pub auth_addr: String,
 
     #[command(flatten)]
@@ -472,8 +476,9 @@ pub struct MarketplaceArgs {
     #[arg(long, env = "MARKETPLACE_DATABASE_URL", hide_env_values = true, value_name = "URL")]
     pub marketplace_database_url: String,
 
-    /// Address of the auth service, which verifies issued API keys.
-    #[arg(long, env = "VALORA_AUTH_ADDR", default_value = "127.0.0.1:50051", value_name = "HOST:PORT")]
+    /// Auth replicas, which verify issued API keys: comma-separated
+    /// HOST:PORT entries, each host an address or DNS name.
+    #[arg(long, env = "VALORA_AUTH_ADDR", default_value = "127.0.0.1:50051", value_name = "HOST:PORT,...")]
     pub auth_addr: String,
 
     #[command(flatten)]
@@ -517,6 +522,15 @@ pub struct WebhookArgs {
     /// for local work and tests; refused outside `valora dev`.
     #[arg(long, env = "VALORA_WEBHOOK_ALLOW_LOOPBACK", default_value_t = false, value_name = "BOOL", action = clap::ArgAction::Set)]
     pub webhook_allow_loopback: bool,
+
+    /// Networks in which webhook receivers may have addresses that are not
+    /// public, as comma-separated CIDR networks or single addresses, IPv4
+    /// or IPv6 (for example 10.20.0.0/16,fd12::7). A receiver whose URL
+    /// names an IP address inside them may also use http. List the
+    /// narrowest networks. Start-up fails for 0.0.0.0/0, ::/0 and networks
+    /// that contain a cloud metadata or unspecified address.
+    #[arg(long, env = "VALORA_WEBHOOK_ALLOW_NETWORKS", default_value = "", value_name = "NETWORKS")]
+    pub webhook_allow_networks: String,
 
     /// Delay after a delivery's first failed attempt, in milliseconds; it
     /// doubles per attempt, up to an hour, with jitter.

@@ -10,12 +10,14 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 use crate::cli::{CommonArgs, PolicyArgs};
+use crate::settings::SettingError;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::service::Routes;
 use valora_marketplace::events::EventHub;
 use valora_marketplace::{Marketplace, MarketplaceApi, PoolOptions, Store, WebhookApi};
 use valora_mesh::apikey::KeyVerifier;
+use valora_mesh::balance::UpstreamPool;
 use valora_mesh::guard::GuardConfig;
 use valora_mesh::identity::Identity;
 use valora_mesh::policy::{Policy, PolicyMode};
@@ -43,6 +45,26 @@ pub(crate) async fn bind(addr: SocketAddr, setting: &str) -> anyhow::Result<TcpL
 }
 
 /// Loads the mesh identity `identity` from `certs_dir`.
+/// The replicas of the internal service `name` listed in `targets`
+/// (comma-separated `HOST:PORT`, each host an address or DNS name), with
+/// discovery and health checks running.
+pub(crate) async fn upstream_pool(
+    name: &'static str,
+    tls: &Arc<MeshTls>,
+    targets: &str,
+    expected: &Identity,
+    setting: &str,
+    common: &CommonArgs,
+) -> anyhow::Result<Arc<UpstreamPool>> {
+    // One message plus its 5-byte gRPC frame header.
+    let max_request_bytes = common.max_message_bytes.saturating_add(5);
+    let pool = UpstreamPool::new(name, tls, targets, expected, max_request_bytes).await.map_err(|e| {
+        SettingError::new(setting, e.to_string(), "list HOST:PORT entries, such as auth-0:50051,auth-1:50051")
+    })?;
+    pool.spawn_maintenance();
+    Ok(pool)
+}
+
 pub(crate) fn mesh_tls(certs_dir: &Path, identity: &Identity) -> anyhow::Result<Arc<MeshTls>> {
     let files = TlsFiles::in_dir(certs_dir, identity);
     MeshTls::load(files, identity).with_context(|| {

@@ -7,8 +7,9 @@ use valora_gateway::bearer::BearerVerifier;
 use valora_gateway::{EdgeOptions, Upstream};
 use valora_proto::auth::v1::auth_service_server::SERVICE_NAME as AUTH_SERVICE;
 use valora_mesh::apikey::KeyVerifier;
+use valora_mesh::balance::UpstreamPool;
 use valora_mesh::identity::Identity;
-use valora_mesh::tls::{MeshTls, mesh_channel};
+use valora_mesh::tls::MeshTls;
 use valora_proto::marketplace::v1::marketplace_service_server::SERVICE_NAME as MARKETPLACE_SERVICE;
 use valora_proto::marketplace::v1::webhook_service_server::SERVICE_NAME as WEBHOOK_SERVICE;
 
@@ -18,24 +19,27 @@ use valora_gateway::ratelimit::shared::SharedLimiter;
 use valora_gateway::ratelimit::{Backend, Limiter, Limits, Rate, TrustedProxies, parse_rate};
 use crate::settings::{SettingError, security_headers};
 
+/// The marketplace replicas listed in `VALORA_MARKETPLACE_ADDR`.
+pub(crate) async fn marketplace_pool(
+    tls: &Arc<MeshTls>,
+    targets: &str,
+    common: &CommonArgs,
+) -> anyhow::Result<Arc<UpstreamPool>> {
+    let identity = Identity::marketplace();
+    crate::components::upstream_pool("marketplace", tls, targets, &identity, "VALORA_MARKETPLACE_ADDR", common).await
+}
+
 /// Checks the edge settings and builds its options.
 pub(crate) async fn options(
     settings: &EdgeSettings,
     common: &CommonArgs,
     tokens: &TokenArgs,
     keys: Arc<dyn KeyVerifier>,
-    tls: &Arc<MeshTls>,
-    marketplace_addr: &str,
-    auth_addr: &str,
+    marketplace: Arc<UpstreamPool>,
+    auth: Arc<UpstreamPool>,
 ) -> anyhow::Result<EdgeOptions> {
     let cors_origins = valora_gateway::cors::parse_origins(&settings.cors_allow_origins)
         .map_err(|e| SettingError::new("VALORA_CORS_ALLOW_ORIGINS", e.to_string(), "fix or remove that entry"))?;
-    let channel = mesh_channel(tls, marketplace_addr, &Identity::marketplace()).map_err(|e| {
-        SettingError::new("VALORA_MARKETPLACE_ADDR", e.to_string(), "use HOST:PORT such as 127.0.0.1:50052")
-    })?;
-    let auth = mesh_channel(tls, auth_addr, &Identity::auth()).map_err(|e| {
-        SettingError::new("VALORA_AUTH_ADDR", e.to_string(), "use HOST:PORT such as 127.0.0.1:50051")
-    })?;
     let bearer = BearerVerifier::new(auth.clone(), &tokens.token_issuer, &tokens.token_audience);
     bearer.spawn_refresher();
     let public_tls = match (&settings.tls_cert, &settings.tls_key) {
@@ -47,9 +51,9 @@ pub(crate) async fn options(
         cors_origins,
         security_headers: security_headers(&common.headers)?,
         upstreams: vec![
-            (MARKETPLACE_SERVICE.to_owned(), Upstream { name: "marketplace", channel: channel.clone() }),
-            (WEBHOOK_SERVICE.to_owned(), Upstream { name: "marketplace", channel }),
-            (AUTH_SERVICE.to_owned(), Upstream { name: "auth", channel: auth }),
+            (MARKETPLACE_SERVICE.to_owned(), Upstream { name: "marketplace", pool: marketplace.clone() }),
+            (WEBHOOK_SERVICE.to_owned(), Upstream { name: "marketplace", pool: marketplace }),
+            (AUTH_SERVICE.to_owned(), Upstream { name: "auth", pool: auth }),
         ],
         tls: public_tls,
         drain: Duration::from_secs(common.drain_seconds),

@@ -61,8 +61,24 @@ pub(crate) fn read_keys_file(path: &Path) -> Result<StaticKeys, SettingError> {
             "point it at a readable file",
         )
     })?;
+    parse_keys_file_text(&text)
+}
+
+/// Parses the content of a key file.
+fn parse_keys_file_text(text: &str) -> Result<StaticKeys, SettingError> {
     let list = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(",");
+    if list.is_empty() {
+        return Err(SettingError::new(KEYS_FILE_SETTING, "contains no keys", "add at least one key, one per line"));
+    }
     parse_keys(&list, KEYS_FILE_SETTING)
+}
+
+/// Starts re-reading `MARKETPLACE_API_KEY_FILE` every 2 s. A changed,
+/// valid list replaces `keys` in every clone.
+pub(crate) fn reload_keys_file(path: &Path, keys: &StaticKeys) {
+    keys.spawn_file_reload(path.to_owned(), KEYS_FILE_SETTING, |text| {
+        parse_keys_file_text(text).map_err(|e| format!("{}; {}", e.problem, e.fix))
+    });
 }
 
 fn parse_keys(list: &str, setting: &str) -> Result<StaticKeys, SettingError> {

@@ -10,10 +10,13 @@ use valora_marketplace::Store;
 use valora_marketplace::webhooks::dispatcher::{DispatchSettings, Dispatcher};
 use valora_marketplace::webhooks::endpoints::Webhooks;
 use valora_marketplace::webhooks::signing::SealKey;
-use valora_marketplace::webhooks::ssrf::UrlPolicy;
+use valora_marketplace::webhooks::ssrf::{AllowedNetworks, UrlPolicy};
 
 use crate::cli::WebhookArgs;
 use crate::settings::SettingError;
+
+/// The allowed-networks setting, as named in its errors.
+const ALLOW_NETWORKS_SETTING: &str = "VALORA_WEBHOOK_ALLOW_NETWORKS (--webhook-allow-networks)";
 
 /// File under the development state folder holding the webhook key.
 const DEV_KEY_FILE: &str = "webhook-key";
@@ -37,6 +40,16 @@ impl WebhookParts {
             )
             .into());
         }
+        let allowed_networks = AllowedNetworks::parse(&args.webhook_allow_networks).map_err(|e| {
+            SettingError::new(
+                ALLOW_NETWORKS_SETTING,
+                e.to_string(),
+                "list only the networks of your webhook receivers, comma-separated, such as 10.20.0.0/16,fd12:3456::/48",
+            )
+        })?;
+        if !allowed_networks.is_empty() {
+            tracing::info!(networks = %allowed_networks, "webhook receivers may be in these networks, although they are not public");
+        }
         let key = key_bytes(args, dev_state)?;
         let seal = SealKey::new(&key).context("webhook key")?;
         let dispatch = DispatchSettings {
@@ -45,18 +58,19 @@ impl WebhookParts {
             timeout: Duration::from_millis(args.webhook_timeout_ms.max(100)),
             ..DispatchSettings::default()
         };
-        Ok(Self { seal: Arc::new(seal), policy: UrlPolicy { allow_loopback: args.webhook_allow_loopback }, dispatch })
+        let policy = UrlPolicy { allow_loopback: args.webhook_allow_loopback, allowed_networks };
+        Ok(Self { seal: Arc::new(seal), policy, dispatch })
     }
 
     /// The endpoint operations.
     pub(crate) fn endpoints(&self, store: &Store) -> Webhooks {
-        Webhooks::new(store.clone(), self.seal.clone(), self.policy)
+        Webhooks::new(store.clone(), self.seal.clone(), self.policy.clone())
     }
 
     /// Starts the dispatcher.
     pub(crate) fn start_dispatcher(&self, store: &Store, wake: Arc<Notify>, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
         let dispatcher =
-            Dispatcher::new(store.connection().clone(), self.seal.clone(), self.policy, self.dispatch.clone(), wake)?;
+            Dispatcher::new(store.connection().clone(), self.seal.clone(), self.policy.clone(), self.dispatch.clone(), wake)?;
         dispatcher.spawn(shutdown);
         Ok(())
     }

@@ -110,7 +110,7 @@ impl Dispatcher {
             .no_proxy()
             .connect_timeout(settings.timeout)
             .timeout(settings.timeout)
-            .dns_resolver(Arc::new(GuardedResolver::new(policy)))
+            .dns_resolver(Arc::new(GuardedResolver::new(policy.clone())))
             .user_agent("valora-webhooks")
             .build()
             .map_err(|e| DispatcherError(e.to_string()))?;

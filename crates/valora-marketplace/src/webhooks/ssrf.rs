@@ -24,10 +24,16 @@
 //! Teredo `2001::/32`) are refused when the IPv4 address they carry is
 //! refused. IPv6 addresses outside `2000::/3`, the global unicast range, are
 //! refused as reserved unless they are one of those embeddings.
+//!
+//! An operator whose receivers run inside its own network lists those
+//! networks in [`AllowedNetworks`]; addresses inside them pass although
+//! they are not public. Every other address is judged as without the list.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
 
+use ipnet::IpNet;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use url::{Host, Url};
 
@@ -35,7 +41,7 @@ use url::{Host, Url};
 pub const MAX_URL_LEN: usize = 2048;
 
 /// What a webhook URL may point at.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct UrlPolicy {
     /// Development only: allow receivers on 127.0.0.1 and ::1 (and http for
     /// them). Every other refused class stays refused.
@@ -50,6 +56,158 @@ pub struct UrlPolicy {
     /// embedded forms of 127.0.0.1 also stay refused, so the exception has
     /// one spelling per family.
     pub allow_loopback: bool,
+    /// Networks the operator allows receivers in, although their addresses
+    /// are not public (`VALORA_WEBHOOK_ALLOW_NETWORKS`).
+    ///
+    /// An address inside one of them passes [`UrlPolicy::check_ip`],
+    /// [`UrlPolicy::resolve`] and [`GuardedResolver`] whatever its class.
+    /// Every address outside them is judged as without the list, so a name
+    /// with one address inside and one refused address outside stays
+    /// refused. An IPv6 address that carries an IPv4 address (IPv4-mapped,
+    /// NAT64 and the other embeddings) is judged by that IPv4 address alone,
+    /// even when the IPv6 address is inside a listed network. To allow such
+    /// a receiver, list the IPv4 network itself.
+    ///
+    /// A URL whose host is an IP literal inside one of these networks may
+    /// use http as well as https. Such a delivery crosses only the listed
+    /// network, where it travels in the clear: the signature still proves
+    /// where it came from, but anyone on that network can read it. A host
+    /// name still needs https, because its addresses can change after the
+    /// check to public ones, which would carry the delivery unencrypted
+    /// across the internet.
+    pub allowed_networks: AllowedNetworks,
+}
+
+/// Networks in which webhook receivers may have addresses that are not
+/// public, as set by the operator.
+///
+/// Built by [`AllowedNetworks::parse`], which rejects networks that would
+/// open more than the operator's receivers. These are `0.0.0.0/0`, `::/0`,
+/// and any network that contains a cloud metadata address (169.254.169.254
+/// or fd00:ec2::254) or an unspecified address (0.0.0.0 or ::). A
+/// connection to an unspecified address reaches the marketplace's own host.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AllowedNetworks(Option<Arc<[IpNet]>>);
+
+/// The cloud metadata addresses, which no allowed network may contain.
+const METADATA_ADDRESSES: [IpAddr; 2] =
+    [IpAddr::V4(Ipv4Addr::new(169, 254, 169, 254)), IpAddr::V6(Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254))];
+
+/// The unspecified addresses, which no allowed network may contain.
+const UNSPECIFIED_ADDRESSES: [IpAddr; 2] = [IpAddr::V4(Ipv4Addr::UNSPECIFIED), IpAddr::V6(Ipv6Addr::UNSPECIFIED)];
+
+impl AllowedNetworks {
+    /// No network: every address that is not public is refused.
+    pub const NONE: Self = Self(None);
+
+    /// Parses a comma-separated list of CIDR networks (`10.20.0.0/16`,
+    /// `fd12:3456::/48`) and single addresses (`10.20.1.5`, `fd12::5`).
+    /// Blanks around entries and empty entries are ignored. Host bits of a
+    /// network are cleared, so `10.20.1.5/16` means `10.20.0.0/16`.
+    pub fn parse(list: &str) -> Result<Self, BadNetwork> {
+        let mut networks: Vec<IpNet> = Vec::new();
+        for entry in list.split(',').map(str::trim).filter(|entry| !entry.is_empty()) {
+            let network = match entry.parse::<IpNet>() {
+                Ok(network) => network,
+                Err(_) => entry
+                    .parse::<IpAddr>()
+                    .map(IpNet::from)
+                    .map_err(|_| BadNetwork::Malformed { entry: entry.to_owned() })?,
+            };
+            if network.prefix_len() == 0 {
+                let family = if matches!(network, IpNet::V4(_)) { "IPv4" } else { "IPv6" };
+                return Err(BadNetwork::Everything { entry: entry.to_owned(), family });
+            }
+            if let Some(&address) = METADATA_ADDRESSES.iter().find(|address| network.contains(*address)) {
+                return Err(BadNetwork::CloudMetadata { entry: entry.to_owned(), address });
+            }
+            if let Some(&address) = UNSPECIFIED_ADDRESSES.iter().find(|address| network.contains(*address)) {
+                return Err(BadNetwork::Unspecified { entry: entry.to_owned(), address });
+            }
+            let network = network.trunc();
+            if !networks.contains(&network) {
+                networks.push(network);
+            }
+        }
+        Ok(if networks.is_empty() { Self::NONE } else { Self(Some(networks.into())) })
+    }
+
+    /// Returns the networks in the order given, with host bits cleared.
+    pub fn networks(&self) -> &[IpNet] {
+        self.0.as_deref().unwrap_or_default()
+    }
+
+    /// Returns whether no network is allowed.
+    pub fn is_empty(&self) -> bool {
+        self.networks().is_empty()
+    }
+
+    /// Returns whether `ip` is inside an allowed network. An IPv4 address
+    /// is never inside an IPv6 network, nor the reverse.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        self.networks().iter().any(|network| network.contains(&ip))
+    }
+}
+
+impl fmt::Display for AllowedNetworks {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (index, network) in self.networks().iter().enumerate() {
+            if index > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{network}")?;
+        }
+        Ok(())
+    }
+}
+
+/// An entry of an allowed-network list that cannot be used.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BadNetwork {
+    /// The entry is neither an IP address nor a CIDR network.
+    #[error("entry {entry:?} is not an IP address or CIDR network")]
+    Malformed {
+        /// The entry as given.
+        entry: String,
+    },
+    /// The entry is `0.0.0.0/0` or `::/0`.
+    #[error("entry {entry:?} allows every {family} address, which turns the guard off")]
+    Everything {
+        /// The entry as given.
+        entry: String,
+        /// `IPv4` or `IPv6`.
+        family: &'static str,
+    },
+    /// The entry contains a cloud metadata address.
+    #[error("entry {entry:?} contains {address}, the cloud metadata address, which can hand out cloud credentials")]
+    CloudMetadata {
+        /// The entry as given.
+        entry: String,
+        /// The metadata address inside the entry.
+        address: IpAddr,
+    },
+    /// The entry contains an unspecified address.
+    #[error(
+        "entry {entry:?} contains {address}, the unspecified address, which connects to the marketplace's own host"
+    )]
+    Unspecified {
+        /// The entry as given.
+        entry: String,
+        /// The unspecified address inside the entry.
+        address: IpAddr,
+    },
+}
+
+impl BadNetwork {
+    /// Returns the entry as given.
+    pub fn entry(&self) -> &str {
+        match self {
+            Self::Malformed { entry }
+            | Self::Everything { entry, .. }
+            | Self::CloudMetadata { entry, .. }
+            | Self::Unspecified { entry, .. } => entry,
+        }
+    }
 }
 
 /// The reason a webhook URL is refused.
@@ -65,7 +223,8 @@ pub enum UrlProblem {
     /// The text does not parse as an absolute URL.
     #[error("is not a valid absolute URL ({0}); expected a URL such as https://hooks.example.com/valora")]
     Malformed(url::ParseError),
-    /// The scheme is not https (nor http for an allowed loopback host).
+    /// The scheme is not https (nor http for an allowed loopback host or
+    /// an IP-literal host inside an allowed network).
     #[error("uses {scheme}; webhook URLs must use https")]
     Scheme {
         /// The URL's scheme, lowercased.
@@ -359,9 +518,19 @@ fn is_loopback_host(host: &Host<&str>) -> bool {
     }
 }
 
+/// Returns whether `host` is an IP literal inside one of `networks`.
+fn is_allowed_literal(networks: &AllowedNetworks, host: &Host<&str>) -> bool {
+    match host {
+        Host::Ipv4(ip) => networks.contains(IpAddr::V4(*ip)),
+        Host::Ipv6(ip) => networks.contains(IpAddr::V6(*ip)),
+        Host::Domain(_) => false,
+    }
+}
+
 impl UrlPolicy {
     /// Parses and checks a URL without touching the network: https only
-    /// (http only for a loopback host when allow_loopback), no user info, a
+    /// (http only for a loopback host when allow_loopback, and for an
+    /// IP-literal host inside `allowed_networks`), no user info, a
     /// host, no fragment, at most 2048 bytes; an IP-literal host (any
     /// encoding the url crate normalises, e.g. decimal 2130706433, hex
     /// 0x7f.1, octal, IPv6 brackets, IPv4-mapped IPv6) is checked with
@@ -385,6 +554,7 @@ impl UrlPolicy {
         match url.scheme() {
             "https" => {}
             "http" if self.allow_loopback && host.as_ref().is_some_and(is_loopback_host) => {}
+            "http" if host.as_ref().is_some_and(|host| is_allowed_literal(&self.allowed_networks, host)) => {}
             other => return Err(UrlProblem::Scheme { scheme: other.to_owned() }),
         }
         if !url.username().is_empty() || url.password().is_some() {
@@ -407,6 +577,11 @@ impl UrlPolicy {
     /// With `allow_loopback`, 127.0.0.1 and ::1 pass; every other refused
     /// address stays refused, including the rest of 127.0.0.0/8 and
     /// embedded forms of 127.0.0.1 such as `::ffff:127.0.0.1`.
+    ///
+    /// An address inside `allowed_networks` passes, unless it is an IPv6
+    /// address refused for the IPv4 address it carries, or a cloud
+    /// metadata address (which [`AllowedNetworks::parse`] already keeps out
+    /// of every network).
     pub fn check_ip(&self, ip: IpAddr) -> Result<(), UrlProblem> {
         match self.refusal(ip) {
             None => Ok(()),
@@ -438,10 +613,14 @@ impl UrlPolicy {
         if self.allow_loopback && is_development_loopback(ip) {
             return None;
         }
-        match ip {
+        let refused = match ip {
             IpAddr::V4(v4) => classify_v4(v4).map(|(class, range)| RefusedAddress { ip, embedded: None, class, range }),
             IpAddr::V6(v6) => classify_v6(v6),
-        }
+        }?;
+        let allowed = refused.embedded.is_none()
+            && refused.class != AddressClass::CloudMetadata
+            && self.allowed_networks.contains(ip);
+        if allowed { None } else { Some(refused) }
     }
 
     /// Looks a name up and checks every address it has.
@@ -452,6 +631,16 @@ impl UrlPolicy {
         let found = tokio::net::lookup_host((name, port))
             .await
             .map_err(|error| UrlProblem::DoesNotResolve { host: name.to_owned(), reason: error.to_string() })?;
+        self.check_resolved(name, found)
+    }
+
+    /// Checks every address that `name` resolved to; one refused address
+    /// refuses the name. Returns the addresses without repeats.
+    fn check_resolved(
+        &self,
+        name: &str,
+        found: impl IntoIterator<Item = SocketAddr>,
+    ) -> Result<Vec<SocketAddr>, UrlProblem> {
         let localhost = is_localhost_name(name);
         let mut addrs: Vec<SocketAddr> = Vec::new();
         for addr in found {
@@ -480,7 +669,7 @@ impl UrlPolicy {
 /// A name with any refused address fails as a whole, as in
 /// [`UrlPolicy::resolve`]. The error is a [`UrlProblem`] inside reqwest's
 /// connect error.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct GuardedResolver {
     policy: UrlPolicy,
 }
@@ -494,7 +683,7 @@ impl GuardedResolver {
 
 impl Resolve for GuardedResolver {
     fn resolve(&self, name: Name) -> Resolving {
-        let policy = self.policy;
+        let policy = self.policy.clone();
         Box::pin(async move {
             // Port 0: reqwest puts the URL's port, or the scheme's, in its place.
             match policy.resolve_name(name.as_str(), 0).await {
@@ -516,8 +705,8 @@ mod tests {
     use proptest::prelude::*;
     use std::str::FromStr;
 
-    const STRICT: UrlPolicy = UrlPolicy { allow_loopback: false };
-    const DEV: UrlPolicy = UrlPolicy { allow_loopback: true };
+    const STRICT: UrlPolicy = UrlPolicy { allow_loopback: false, allowed_networks: AllowedNetworks::NONE };
+    const DEV: UrlPolicy = UrlPolicy { allow_loopback: true, allowed_networks: AllowedNetworks::NONE };
 
     /// Asserts that `url` is refused with `class` and a message containing `word`.
     fn expect_refused(policy: UrlPolicy, url: &str, class: AddressClass, word: &str) {
@@ -912,6 +1101,198 @@ mod tests {
         assert!(matches!(problem, UrlProblem::DoesNotResolve { .. }), "{problem:?}");
     }
 
+    /// A production policy that allows the given networks.
+    fn allowing(list: &str) -> UrlPolicy {
+        UrlPolicy { allow_loopback: false, allowed_networks: AllowedNetworks::parse(list).unwrap() }
+    }
+
+    const INTERNAL: &str = "10.20.0.0/16, fd12:3456::/48,192.168.7.9";
+
+    #[test]
+    fn allowed_networks_pass() {
+        let policy = allowing(INTERNAL);
+        for url in [
+            "https://10.20.0.0/",
+            "https://10.20.1.2:8443/hook",
+            "https://10.20.255.255/",
+            "https://169083394/",
+            "https://0xa.0x14.1.2/",
+            "https://192.168.7.9/",
+            "https://[fd12:3456::1]/",
+            "https://[fd12:3456:0:ffff:ffff:ffff:ffff:ffff]/",
+            // Public addresses pass as before.
+            "https://93.184.215.14/",
+            "https://hooks.example.com/",
+        ] {
+            assert!(policy.check_url(url).is_ok(), "{url}: {:?}", policy.check_url(url));
+        }
+        assert!(policy.check_ip(IpAddr::V4(Ipv4Addr::new(10, 20, 1, 2))).is_ok());
+        assert!(STRICT.check_ip(IpAddr::V4(Ipv4Addr::new(10, 20, 1, 2))).is_err());
+    }
+
+    #[test]
+    fn neighbours_of_allowed_networks_stay_refused() {
+        use AddressClass::*;
+        let policy = allowing(INTERNAL);
+        for (url, class, word) in [
+            ("https://10.21.0.0/", Private, "10.0.0.0/8"),
+            ("https://10.19.255.255/", Private, "10.0.0.0/8"),
+            ("https://192.168.7.8/", Private, "192.168.0.0/16"),
+            ("https://192.168.7.10/", Private, "192.168.0.0/16"),
+            ("https://[fd12:3456:1::]/", Private, "fc00::/7"),
+            ("https://[fd12:3457::1]/", Private, "fc00::/7"),
+            ("https://[fd12:3455:ffff::1]/", Private, "fc00::/7"),
+            ("https://127.0.0.1/", Loopback, "127.0.0.0/8"),
+            ("https://[::1]/", Loopback, "::1"),
+            ("https://169.254.169.254/", CloudMetadata, "169.254.169.254"),
+            // IPv6 forms of an allowed IPv4 address are judged as without the list.
+            ("https://[::ffff:10.20.1.2]/", Private, "IPv4-mapped address of 10.20.1.2"),
+            ("https://[64:ff9b::a14:102]/", Private, "NAT64 address of 10.20.1.2"),
+            ("https://[2002:a14:102::]/", Private, "6to4 address of 10.20.1.2"),
+        ] {
+            expect_refused(policy.clone(), url, class, word);
+        }
+    }
+
+    #[test]
+    fn embeddings_in_allowed_networks_stay_refused() {
+        let policy = allowing("64:ff9b::/96, 2002::/16");
+        for url in ["https://[64:ff9b::a9fe:a9fe]/", "https://[64:ff9b::7f00:1]/", "https://[2002:a00:5::]/"] {
+            assert!(matches!(policy.check_url(url), Err(UrlProblem::RefusedAddress(_))), "{url}");
+        }
+        assert!(policy.check_url("https://[64:ff9b::5db8:d70e]/").is_ok());
+    }
+
+    #[test]
+    fn http_only_for_allowed_literals() {
+        let policy = allowing(INTERNAL);
+        for url in [
+            "http://10.20.1.2/hook",
+            "http://10.20.1.2:8080/hook",
+            "http://[fd12:3456::1]:8080/",
+            "http://192.168.7.9/",
+        ] {
+            assert!(policy.check_url(url).is_ok(), "{url}: {:?}", policy.check_url(url));
+        }
+        for url in [
+            // Names need https even when they resolve into the network.
+            "http://hooks.internal.example/",
+            "http://localhost:8080/",
+            // Literals outside the networks, public or not.
+            "http://10.21.0.1/",
+            "http://93.184.215.14/",
+            "http://127.0.0.1:8080/",
+            "http://[::1]:8080/",
+            // An IPv6 form of an allowed IPv4 address is not inside the network.
+            "http://[::ffff:10.20.1.2]/",
+        ] {
+            assert_eq!(policy.check_url(url).unwrap_err(), UrlProblem::Scheme { scheme: "http".to_owned() }, "{url}");
+        }
+        for url in ["ftp://10.20.1.2/", "ws://10.20.1.2/"] {
+            assert!(matches!(policy.check_url(url), Err(UrlProblem::Scheme { .. })), "{url}");
+        }
+    }
+
+    #[test]
+    fn names_resolving_into_allowed_networks() {
+        let policy = allowing(INTERNAL);
+        let host = "hooks.internal.example";
+        let inside = SocketAddr::from(([10, 20, 1, 2], 443));
+        let inside_v6 = SocketAddr::new(IpAddr::V6(Ipv6Addr::from_str("fd12:3456::7").unwrap()), 443);
+        let public = SocketAddr::from(([93, 184, 215, 14], 443));
+        let outside = SocketAddr::from(([10, 21, 0, 1], 443));
+        assert_eq!(policy.check_resolved(host, [inside, inside_v6, inside]).unwrap(), vec![inside, inside_v6]);
+        // Every address passes on its own: one allowed, one public.
+        assert_eq!(policy.check_resolved(host, [inside, public]).unwrap(), vec![inside, public]);
+        // One allowed address does not carry a refused one.
+        for found in
+            [vec![inside, outside], vec![outside, inside], vec![inside_v6, SocketAddr::from(([127, 0, 0, 1], 443))]]
+        {
+            match policy.check_resolved(host, found.clone()) {
+                Err(UrlProblem::RefusedHost { host: refused_host, address }) => {
+                    assert_eq!(refused_host, host);
+                    assert!(!policy.allowed_networks.contains(address.ip), "{found:?}: {address}");
+                }
+                other => panic!("{found:?}: expected a refused host, got {other:?}"),
+            }
+        }
+        assert!(matches!(STRICT.check_resolved(host, [inside]), Err(UrlProblem::RefusedHost { .. })));
+    }
+
+    #[tokio::test]
+    async fn https_names_into_allowed_networks_pass() {
+        // localhost resolves to 127.0.0.1, ::1 or both, from the hosts file.
+        let policy = allowing("127.0.0.1, ::1");
+        let url = policy.check_url("https://localhost:8443/hook").unwrap();
+        let addrs = policy.resolve(&url).await.unwrap();
+        assert!(!addrs.is_empty());
+        assert!(addrs.iter().all(|addr| is_development_loopback(addr.ip()) && addr.port() == 8443), "{addrs:?}");
+        let addrs = guarded(policy.clone(), "localhost").await.unwrap();
+        assert!(addrs.iter().all(|addr| is_development_loopback(addr.ip())), "{addrs:?}");
+        assert!(policy.check_url("http://localhost:8080/hook").is_err());
+        assert!(guarded(allowing("10.20.0.0/16"), "localhost").await.is_err());
+    }
+
+    #[test]
+    fn parses_allowed_networks() {
+        assert_eq!(AllowedNetworks::parse("").unwrap(), AllowedNetworks::NONE);
+        assert_eq!(AllowedNetworks::parse(" , ,").unwrap(), AllowedNetworks::NONE);
+        assert!(AllowedNetworks::default().is_empty());
+        let parsed = AllowedNetworks::parse(" 10.20.1.5/16 ,, fd12:3456::9/48,10.20.0.0/16, 127.0.0.1 ,::1").unwrap();
+        assert_eq!(parsed.to_string(), "10.20.0.0/16,fd12:3456::/48,127.0.0.1/32,::1/128");
+        assert!(parsed.contains(IpAddr::V4(Ipv4Addr::new(10, 20, 200, 1))));
+        assert!(!parsed.contains(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2))));
+        // An IPv4 network holds no IPv6 address, not even its mapped form.
+        assert!(!parsed.contains(IpAddr::V6(Ipv4Addr::new(10, 20, 1, 1).to_ipv6_mapped())));
+        for entry in [
+            "10.0.0.0/33",
+            "10.0.0.0/8/8",
+            "10.0.0.256",
+            "010.0.0.1",
+            "hooks.example.com",
+            "[::1]",
+            "::1/129",
+            "10.0.0.0/",
+            "*",
+        ] {
+            let problem = AllowedNetworks::parse(&format!("10.20.0.0/16,{entry}")).unwrap_err();
+            assert_eq!(problem, BadNetwork::Malformed { entry: entry.to_owned() });
+            assert_eq!(problem.entry(), entry);
+            assert!(problem.to_string().contains(&format!("{entry:?}")), "{problem}");
+        }
+    }
+
+    #[test]
+    fn refuses_dangerous_allowed_networks() {
+        for (entry, word) in [
+            ("0.0.0.0/0", "every IPv4 address"),
+            ("::/0", "every IPv6 address"),
+            ("169.254.169.254", "169.254.169.254, the cloud metadata address"),
+            ("169.254.169.254/32", "cloud metadata"),
+            ("169.254.0.0/16", "cloud metadata"),
+            ("169.254.169.0/24", "cloud metadata"),
+            ("128.0.0.0/1", "cloud metadata"),
+            ("fd00:ec2::254", "fd00:ec2::254, the cloud metadata address"),
+            ("fd00:ec2::/32", "cloud metadata"),
+            ("fd00::/8", "cloud metadata"),
+            ("fc00::/7", "cloud metadata"),
+            ("0.0.0.0", "0.0.0.0, the unspecified address"),
+            ("0.0.0.0/8", "unspecified"),
+            ("::", "contains ::, the unspecified address"),
+            ("::/127", "unspecified"),
+        ] {
+            let problem = AllowedNetworks::parse(&format!("10.20.0.0/16, {entry}")).unwrap_err();
+            assert_eq!(problem.entry(), entry, "{problem}");
+            let message = problem.to_string();
+            assert!(message.contains(&format!("{entry:?}")), "{message}");
+            assert!(message.contains(word), "{entry}: {message}");
+        }
+        // Neighbours of the metadata addresses are fine.
+        for entry in ["169.254.170.0/24", "169.254.169.255", "fd00:ec2::253", "fd00:ec3::/32", "::1", "0.0.0.1"] {
+            assert!(AllowedNetworks::parse(entry).is_ok(), "{entry}");
+        }
+    }
+
     /// Refused IPv4 ranges, written out apart from the guard's own table.
     const REFUSED_V4: &[([u8; 4], u32)] = &[
         ([0, 0, 0, 0], 8),
@@ -987,6 +1368,32 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn allowed_networks_widen_only_inside(n in any::<u32>(), m in any::<u128>()) {
+            let policy = allowing(INTERNAL);
+            // Half of the cases in 10.20.0.0/16 or fd12:3456::/48 and the
+            // network next to it, half anywhere.
+            let v4 = if n & 1 == 0 {
+                Ipv4Addr::from_bits((10 << 24) | ((20 + (n >> 31)) << 16) | ((n >> 1) & 0xffff))
+            } else {
+                Ipv4Addr::from_bits(n)
+            };
+            let v6 = if m & 1 == 0 {
+                Ipv6Addr::from_bits((((0xfd12_3456_0000_u128) | (m >> 127)) << 80) | ((m >> 1) & ((1 << 80) - 1)))
+            } else {
+                Ipv6Addr::from_bits(m)
+            };
+            for ip in [IpAddr::V4(v4), IpAddr::V6(v6)] {
+                let strict = STRICT.check_ip(ip);
+                let allowed = policy.check_ip(ip);
+                if strict.is_ok() {
+                    prop_assert!(allowed.is_ok(), "{}", ip);
+                } else {
+                    prop_assert_eq!(allowed.is_ok(), policy.allowed_networks.contains(ip), "{}", ip);
+                }
+            }
+        }
+
         #[test]
         fn refused_v4_and_embeddings_refused(range in 0..REFUSED_V4.len(), host in any::<u32>(), rest in any::<u64>()) {
             let ip = inside_v4(range, host);

@@ -4,6 +4,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
+use tokio::sync::watch;
 use valora_mesh::apikey::StaticKeys;
 use valora_mesh::identity::Identity;
 use valora_mesh::pki;
@@ -77,7 +78,7 @@ pub(crate) async fn run(args: &DevArgs) -> anyhow::Result<()> {
     let market_listener =
         bind(args.marketplace_addr, "VALORA_MARKETPLACE_ADDR (--marketplace-addr)").await?;
     let market_addr = market_listener.local_addr()?;
-    let market_keys = auth::remote_keys(Some(static_keys.clone()), &market_tls, &auth_addr)?;
+    let market_keys = auth::remote_keys(Some(static_keys.clone()), auth::auth_pool(&market_tls, &auth_addr, &args.common).await?);
     let market = components::marketplace_server(
         market_listener,
         market_tls,
@@ -91,24 +92,24 @@ pub(crate) async fn run(args: &DevArgs) -> anyhow::Result<()> {
 
     let edge_listener = bind(args.edge.edge_addr, "VALORA_EDGE_ADDR (--edge-addr)").await?;
     let edge_addr = edge_listener.local_addr()?;
-    let edge_keys = auth::remote_keys(Some(static_keys), &edge_tls, &auth_addr)?;
-    let options = edge::options(
-        &args.edge,
-        &args.common,
-        &args.auth.tokens,
-        edge_keys,
-        &edge_tls,
-        &market_addr.to_string(),
-        &auth_addr,
-    )
-    .await?;
+    let edge_auth = auth::auth_pool(&edge_tls, &auth_addr, &args.common).await?;
+    let edge_market = edge::marketplace_pool(&edge_tls, &market_addr.to_string(), &args.common).await?;
+    let edge_keys = auth::remote_keys(Some(static_keys), edge_auth.clone());
+    let options =
+        edge::options(&args.edge, &args.common, &args.auth.tokens, edge_keys, edge_market, edge_auth).await?;
 
-    let auth_task = tokio::spawn(auth_server.run(shutdown.clone()));
-    let market_task = tokio::spawn(market.run(shutdown.clone()));
+    // The edge stops first and the internal services once it has drained,
+    // so no call the edge accepted meets a service that stopped serving.
+    // Event streams still end at the signal (the marketplace watches it).
+    let (stop_internal, internal_shutdown) = watch::channel(false);
+    let auth_task = tokio::spawn(auth_server.run(internal_shutdown.clone()));
+    let market_task = tokio::spawn(market.run(internal_shutdown));
     let edge_task = tokio::spawn(valora_gateway::run(edge_listener, options, shutdown));
     print_banner(args, edge_addr, market_addr, &auth_addr, admin, generated.as_deref());
 
-    let (auth_result, market_result, edge_result) = tokio::join!(auth_task, market_task, edge_task);
+    let edge_result = edge_task.await;
+    let _ = stop_internal.send(true);
+    let (auth_result, market_result) = tokio::join!(auth_task, market_task);
     auth_result.context("auth task failed")??;
     market_result.context("marketplace task failed")??;
     edge_result.context("edge task failed")??;
@@ -123,10 +124,14 @@ fn database_url_or_sqlite(url: Option<&str>, setting: &str, state: &Path, file: 
     })
 }
 
-/// The static keys from the settings, or the stored development key, or a
-/// freshly generated one (returned so it can be shown once).
+/// Returns the static keys from the settings (a MARKETPLACE_API_KEY_FILE is
+/// then re-read every 2 s), or the stored development key, or a freshly
+/// generated one (returned so it can be shown once).
 fn dev_keys(args: &DevArgs) -> anyhow::Result<(StaticKeys, Option<String>)> {
     if let Some(keys) = static_keys(&args.keys)? {
+        if let Some(path) = &args.keys.api_keys_file {
+            crate::settings::reload_keys_file(path, &keys);
+        }
         return Ok((keys, None));
     }
     let path = args.state_dir.join(DEV_KEY_FILE);

@@ -32,28 +32,24 @@ fn optional_keys(args: &KeyArgs) -> anyhow::Result<Option<StaticKeys>> {
         Some(keys) => tracing::info!(count = keys.len(), ids = ?keys.ids(), "static API keys loaded"),
         None => tracing::info!("no static API keys; only keys issued by the auth service are accepted"),
     }
+    if let (Some(keys), Some(path)) = (&keys, &args.api_keys_file) {
+        crate::settings::reload_keys_file(path, keys);
+    }
     Ok(keys)
 }
 
 async fn edge_main(args: &EdgeArgs) -> anyhow::Result<()> {
     let static_keys = optional_keys(&args.keys)?;
     let tls = components::live_mesh_tls(&args.common.certs_dir, &Identity::edge())?;
-    let keys = auth::remote_keys(static_keys, &tls, &args.auth_addr)?;
+    let auth = auth::auth_pool(&tls, &args.auth_addr, &args.common).await?;
+    let marketplace = edge::marketplace_pool(&tls, &args.marketplace_addr, &args.common).await?;
+    let keys = auth::remote_keys(static_keys, auth.clone());
     let (_stop, shutdown) = components::shutdown_on_signal();
     let mut readiness = Readiness::default();
     readiness.add("edge certificate", components::certificate_check(tls.clone(), threshold(&args.common)));
     components::start_admin(args.common.admin_addr, readiness, shutdown.clone()).await?;
     let listener = bind(args.edge.edge_addr, "VALORA_EDGE_ADDR (--edge-addr)").await?;
-    let options = edge::options(
-        &args.edge,
-        &args.common,
-        &args.tokens,
-        keys,
-        &tls,
-        &args.marketplace_addr,
-        &args.auth_addr,
-    )
-    .await?;
+    let options = edge::options(&args.edge, &args.common, &args.tokens, keys, marketplace, auth).await?;
     tracing::info!(addr = %listener.local_addr()?, "edge listening");
     valora_gateway::run(listener, options, shutdown).await?;
     tracing::info!("edge stopped");
@@ -71,7 +67,7 @@ async fn marketplace_main(args: &MarketplaceArgs) -> anyhow::Result<()> {
     let webhooks = crate::webhooks::WebhookParts::new(&args.webhooks, None)?;
     let tls = components::live_mesh_tls(&args.common.certs_dir, &Identity::marketplace())?;
     migrate::ensure_migrated(MigrationTarget::Marketplace, &url, "MARKETPLACE_DATABASE_URL").await?;
-    let keys = auth::remote_keys(static_keys, &tls, &args.auth_addr)?;
+    let keys = auth::remote_keys(static_keys, auth::auth_pool(&tls, &args.auth_addr, &args.common).await?);
     let store = components::marketplace_store(&url).await?;
     let (_stop, shutdown) = components::shutdown_on_signal();
     let mut readiness = Readiness::default();
