@@ -1,12 +1,17 @@
 //! API keys at the edge: every routed call and reflection need one, and a
 //! rejected call never reaches the marketplace.
 
+use std::path::Path;
+use std::time::{Duration, Instant};
+
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioExecutor;
 use tonic::Code;
 use valora_proto::marketplace::v1::{CreateListingRequest, ListListingsRequest, Money};
 
-use crate::support::{DevMesh, KEY, MeshOptions, SECOND_KEY};
+use valora_mesh::apikey::StaticKeys;
+
+use crate::support::{DevMesh, KEY, MeshOptions, SECOND_KEY, http_get};
 
 fn new_listing(title: &str) -> CreateListingRequest {
     CreateListingRequest {
@@ -106,4 +111,82 @@ async fn key_in_query_string_is_refused() {
 async fn health_needs_no_key() {
     let mesh = DevMesh::start(MeshOptions::default()).await;
     assert_eq!(mesh.edge_health("").await, Some(1));
+}
+
+/// Replaces `path` the way a Secret update does: the new content appears
+/// all at once, through a rename.
+fn replace_file(path: &Path, content: &str) {
+    let temporary = path.with_extension("new");
+    std::fs::write(&temporary, content).expect("write the new key file");
+    std::fs::rename(&temporary, path).expect("rename the new key file");
+}
+
+/// Returns the status code of a call through the edge with `key`.
+async fn call_code(mesh: &DevMesh, key: &str) -> Code {
+    let mut client = mesh.client(key).await;
+    match client.list_listings(ListListingsRequest::default()).await {
+        Ok(_) => Code::Ok,
+        Err(status) => status.code(),
+    }
+}
+
+#[tokio::test]
+async fn key_file_changes_apply_without_restart() {
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let file = dir.path().join("api-keys");
+    replace_file(&file, &format!("{KEY}\n"));
+    let mesh = DevMesh::start(MeshOptions {
+        api_keys: Some(String::new()),
+        env: vec![("MARKETPLACE_API_KEY_FILE".to_owned(), file.display().to_string())],
+        ..MeshOptions::default()
+    })
+    .await;
+    assert_eq!(call_code(&mesh, KEY).await, Code::Ok);
+    assert_eq!(call_code(&mesh, SECOND_KEY).await, Code::Unauthenticated);
+
+    // Only the second key from now on.
+    replace_file(&file, &format!("{SECOND_KEY}\n"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let old = call_code(&mesh, KEY).await;
+        let new = call_code(&mesh, SECOND_KEY).await;
+        if old == Code::Unauthenticated && new == Code::Ok {
+            break;
+        }
+        assert!(Instant::now() < deadline, "after 10 s the old key gives {old:?}, the new one {new:?}; log:\n{}", mesh.logs());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let second_id = StaticKeys::parse(SECOND_KEY).unwrap().ids().remove(0);
+    let logs = mesh.logs();
+    let reloaded = logs.lines().find(|l| l.contains("static API keys reloaded")).expect("reload logged");
+    assert!(reloaded.contains(&second_id), "{reloaded}");
+    assert!(reloaded.contains("count=1"), "{reloaded}");
+
+    // A key that is too short is rejected, and the second key stays.
+    let short = "too-short-key-7391";
+    replace_file(&file, &format!("{short}\n"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let warning = loop {
+        if let Some(line) = mesh.logs().lines().find(|l| l.contains("static API key file rejected")) {
+            break line.to_owned();
+        }
+        assert!(Instant::now() < deadline, "no warning after 10 s; log:\n{}", mesh.logs());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(warning.contains("WARN"), "{warning}");
+    assert!(warning.contains("MARKETPLACE_API_KEY_FILE"), "{warning}");
+    assert!(warning.contains("entry 1 is 18 characters"), "{warning}");
+    assert_eq!(call_code(&mesh, SECOND_KEY).await, Code::Ok);
+    assert_eq!(call_code(&mesh, short).await, Code::Unauthenticated);
+    assert_eq!(call_code(&mesh, KEY).await, Code::Unauthenticated);
+
+    let logs = mesh.logs();
+    for key in [KEY, SECOND_KEY, short] {
+        assert!(!logs.contains(key), "a key value reached the log");
+    }
+    let metrics = http_get(&format!("http://{}/metrics", mesh.layout.admin)).await;
+    for outcome in ["applied", "rejected"] {
+        let line = format!("valora_api_key_file_reloads_total{{outcome=\"{outcome}\"}} 1");
+        assert!(metrics.contains(&line), "no {line} in:\n{metrics}");
+    }
 }

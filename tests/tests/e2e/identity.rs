@@ -17,7 +17,7 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::mtls::{client_config, roots, wait_for_log};
 use crate::pki::{LeafSpec, sign_leaf};
-use crate::support::{DevMesh, KEY, KeyInterceptor, MeshLayout, MeshOptions, run_valora, tool};
+use crate::support::{DevMesh, KEY, KeyInterceptor, MeshLayout, MeshOptions, WEBHOOK_KEY, run_valora, tool};
 
 fn direct_client(
     mesh: &DevMesh,
@@ -56,6 +56,9 @@ mode = "audit"
 [[grant]]
 caller = "edge"
 service = "valora.marketplace.v1.MarketplaceService"
+[[grant]]
+caller = "edge"
+service = "valora.marketplace.v1.WebhookService"
 [[grant]]
 caller = "edge"
 service = "valora.auth.v1.AuthService"
@@ -268,7 +271,7 @@ async fn expired_or_future_certificate_stops_start_up() {
         let certs = layout.certs_dir().display().to_string();
         let output = run_valora(
             &["serve", "marketplace", "--certs-dir", &certs, "--admin-addr", "127.0.0.1:0", "--marketplace-addr", "127.0.0.1:0"],
-            &[("MARKETPLACE_API_KEY", KEY), ("MARKETPLACE_DATABASE_URL", &sqlite_url(&layout))],
+            &[("MARKETPLACE_API_KEY", KEY), ("MARKETPLACE_DATABASE_URL", &sqlite_url(&layout)), ("MARKETPLACE_WEBHOOK_KEY", WEBHOOK_KEY)],
             layout.dir.path(),
         );
         let stderr = String::from_utf8_lossy(&output.stderr);

@@ -5,9 +5,16 @@
 
 mod alerts;
 mod api_keys;
+mod attacks;
 mod auth;
+mod bench_smoke;
 mod browser;
+mod clients;
+mod cluster;
+mod deploy_manifests;
 mod dev_command;
+mod faultproxy;
+mod faults;
 mod grpcurl;
 mod identity;
 mod least_privilege;

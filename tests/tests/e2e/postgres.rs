@@ -26,7 +26,7 @@ use valora_mesh::tls::{MeshTls, TlsFiles, mesh_channel};
 use valora_proto::marketplace::v1::marketplace_service_client::MarketplaceServiceClient;
 use valora_proto::marketplace::v1::{CreateListingRequest, GetListingRequest, Listing, Money};
 
-use crate::support::{KEY, KeyInterceptor, free_port, in_ci, repo_root, run_valora, tool};
+use crate::support::{KEY, KeyInterceptor, WEBHOOK_KEY, free_port, in_ci, repo_root, run_valora, terminate, tool};
 
 /// Generous bound on how long the marketplace may take to turn a database
 /// outage into UNAVAILABLE, and to serve again once the database is back.
@@ -547,7 +547,12 @@ impl ServeFolder {
     fn serve_expecting_exit(&self, url: &str, env: &[(&str, &str)]) -> (Output, Duration) {
         let args = self.serve_args(local_addr(), local_addr());
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let mut all_env = vec![("MARKETPLACE_API_KEY", KEY), ("MARKETPLACE_DATABASE_URL", url), ("RUST_LOG", "info")];
+        let mut all_env = vec![
+            ("MARKETPLACE_API_KEY", KEY),
+            ("MARKETPLACE_DATABASE_URL", url),
+            ("MARKETPLACE_WEBHOOK_KEY", WEBHOOK_KEY),
+            ("RUST_LOG", "info"),
+        ];
         all_env.extend_from_slice(env);
         let started = Instant::now();
         let output = run_valora(&args, &all_env, self.dir.path());
@@ -572,7 +577,11 @@ impl ServeFolder {
                 command.env_remove(name);
             }
         }
-        command.env("RUST_LOG", "info").env("MARKETPLACE_API_KEY", KEY).env("MARKETPLACE_DATABASE_URL", url);
+        command
+            .env("RUST_LOG", "info")
+            .env("MARKETPLACE_API_KEY", KEY)
+            .env("MARKETPLACE_DATABASE_URL", url)
+            .env("MARKETPLACE_WEBHOOK_KEY", WEBHOOK_KEY);
         for (name, value) in env {
             command.env(name, value);
         }
@@ -638,17 +647,9 @@ impl Marketplace {
 
 impl Drop for Marketplace {
     fn drop(&mut self) {
-        let Some(mut child) = self.child.take() else { return };
-        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        if let Some(child) = self.child.take() {
+            terminate(child);
         }
-        let _ = child.kill();
-        let _ = child.wait();
     }
 }
 

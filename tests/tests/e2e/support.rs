@@ -17,6 +17,9 @@ pub const KEY: &str = "e2e-static-key-0123456789abcdef0123456789";
 /// A second accepted key, for overlap during rotation.
 pub const SECOND_KEY: &str = "e2e-second-key-abcdef0123456789abcdef01234";
 
+/// A webhook sealing key (64 hex digits) for `valora serve marketplace`.
+pub const WEBHOOK_KEY: &str = "5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e";
+
 /// Whether this run is CI, where missing infrastructure fails tests.
 pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
@@ -471,4 +474,104 @@ pub fn run_valora(args: &[&str], env: &[(&str, &str)], dir: &Path) -> std::proce
         "valora {args:?} did not exit in time:\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+/// A long-running `valora` process (`serve`, usually) with its stderr in a
+/// log file; stopped with SIGTERM when dropped.
+pub struct Served {
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Served {
+    /// Starts `valora ARGS` in `dir`, logging to `dir/NAME.log`, with only
+    /// the given settings: inherited `VALORA_*`, `MARKETPLACE_*` and
+    /// `AUTH_*` variables are removed.
+    pub fn start<S: AsRef<std::ffi::OsStr>>(dir: &Path, name: &str, args: &[S], env: &[(&str, &str)]) -> Self {
+        let log = dir.join(format!("{name}.log"));
+        let mut command = Command::new(env!("CARGO_BIN_EXE_valora-e2e-node"));
+        command
+            .args(args)
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("create the log file"));
+        for (name, _) in std::env::vars() {
+            if name.starts_with("VALORA_") || name.starts_with("MARKETPLACE_") || name.starts_with("AUTH_") || name == "RUST_LOG" {
+                command.env_remove(name);
+            }
+        }
+        command.env("RUST_LOG", "info").env("VALORA_SHUTDOWN_DELAY_SECONDS", "0");
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        Self { child: Some(command.spawn().expect("start valora")), log }
+    }
+
+    /// Returns the process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).expect("the process was stopped")
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Whether the process has exited.
+    pub fn exited(&mut self) -> bool {
+        self.child.as_mut().is_none_or(|child| child.try_wait().ok().flatten().is_some())
+    }
+
+    /// Waits until `addr` accepts connections; panics with the log when
+    /// the process exits first or `limit` passes.
+    pub async fn wait_listening(&mut self, addr: SocketAddr, limit: Duration) {
+        let started = Instant::now();
+        while tokio::net::TcpStream::connect(addr).await.is_err() {
+            assert!(!self.exited(), "the process exited before listening on {addr}:\n{}", self.logs());
+            assert!(started.elapsed() < limit, "nothing listened on {addr} within {limit:?}:\n{}", self.logs());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Kills the process with SIGKILL and returns once it is gone, so its
+    /// sockets are closed.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.take() {
+            terminate(child);
+        }
+    }
+}
+
+/// Stops `child` with SIGTERM, and with SIGKILL when it has not exited 10
+/// seconds later.
+pub fn terminate(mut child: Child) {
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// The body of a plain HTTP GET, such as an admin endpoint's.
+pub async fn http_get(url: &str) -> String {
+    use http_body_util::{BodyExt, Empty};
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Empty<bytes::Bytes>>();
+    let response = client.get(url.parse().expect("URL")).await.expect("HTTP GET");
+    let body = response.into_body().collect().await.expect("body").to_bytes();
+    String::from_utf8_lossy(&body).into_owned()
 }

@@ -27,7 +27,7 @@ async fn webhook_client(mesh: &DevMesh, key: &str) -> Client {
     WebhookServiceClient::with_interceptor(channel, KeyInterceptor::new(key))
 }
 
-fn python_ready() -> bool {
+pub(crate) fn python_ready() -> bool {
     let ok = Command::new("python3").args(["-c", "import standardwebhooks"]).status().is_ok_and(|s| s.success());
     if !ok {
         assert!(!in_ci(), "python3 with standardwebhooks is required in CI");
@@ -48,14 +48,14 @@ fn options(retry_base_ms: u64, loopback: bool) -> MeshOptions {
 }
 
 /// The Python receiver, killed when dropped.
-struct Receiver {
+pub(crate) struct Receiver {
     port: u16,
     dir: tempfile::TempDir,
     child: Child,
 }
 
 impl Receiver {
-    fn start(fail_first: u32, delay_seconds: f64) -> Self {
+    pub(crate) fn start(fail_first: u32, delay_seconds: f64) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         std::fs::write(dir.path().join("secrets"), "").unwrap();
@@ -78,15 +78,15 @@ impl Receiver {
         Self { port, dir, child }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://127.0.0.1:{}/hook", self.port)
     }
 
-    fn set_secrets(&self, secrets: &[&str]) {
+    pub(crate) fn set_secrets(&self, secrets: &[&str]) {
         std::fs::write(self.dir.path().join("secrets"), secrets.join("\n")).unwrap();
     }
 
-    fn requests(&self) -> Vec<Value> {
+    pub(crate) fn requests(&self) -> Vec<Value> {
         std::fs::read_to_string(self.dir.path().join("log.jsonl"))
             .unwrap_or_default()
             .lines()
@@ -95,7 +95,7 @@ impl Receiver {
     }
 
     /// Waits until `count` requests arrived.
-    async fn wait_for(&self, count: usize, limit: Duration) -> Vec<Value> {
+    pub(crate) async fn wait_for(&self, count: usize, limit: Duration) -> Vec<Value> {
         let started = Instant::now();
         loop {
             let requests = self.requests();
@@ -115,7 +115,7 @@ impl Drop for Receiver {
     }
 }
 
-fn body(request: &Value) -> Value {
+pub(crate) fn body(request: &Value) -> Value {
     use base64::Engine;
     let bytes = base64::engine::general_purpose::STANDARD.decode(request["body"].as_str().unwrap()).unwrap();
     serde_json::from_slice(&bytes).unwrap()
@@ -417,4 +417,36 @@ async fn loopback_exception_is_development_only() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
     assert!(stderr.contains("VALORA_WEBHOOK_ALLOW_LOOPBACK"), "{stderr}");
+}
+
+#[tokio::test]
+async fn bad_allowed_networks_stop_the_marketplace() {
+    let layout = MeshLayout::new();
+    valora_mesh::pki::write_dev_pki(&layout.certs_dir(), false).unwrap();
+    let database = format!("sqlite://{}?mode=rwc", layout.dir.path().join("m.db").display());
+    for (list, entry) in [("10.20.0.0/16,10.0.0.0/33", "10.0.0.0/33"), ("0.0.0.0/0", "0.0.0.0/0")] {
+        let output = crate::support::run_valora(
+            &[
+                "serve",
+                "marketplace",
+                "--certs-dir",
+                &layout.certs_dir().display().to_string(),
+                "--admin-addr",
+                "127.0.0.1:0",
+                "--marketplace-addr",
+                "127.0.0.1:0",
+            ],
+            &[
+                ("MARKETPLACE_API_KEY", KEY),
+                ("MARKETPLACE_DATABASE_URL", &database),
+                ("MARKETPLACE_WEBHOOK_KEY", &"ab".repeat(32)),
+                ("VALORA_WEBHOOK_ALLOW_NETWORKS", list),
+            ],
+            layout.dir.path(),
+        );
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{list}: {stderr}");
+        assert!(stderr.contains("VALORA_WEBHOOK_ALLOW_NETWORKS"), "{list}: {stderr}");
+        assert!(stderr.contains(&format!("{entry:?}")), "{list}: {stderr}");
+    }
 }
