@@ -15,7 +15,7 @@ use tonic::body::Body;
 use tonic::service::Routes;
 use tower::ServiceExt;
 use valora_mesh::Principal;
-use valora_mesh::balance::{BodyTimeout, REQUEST_BODY_TIMEOUT, UpstreamPool};
+use valora_mesh::balance::UpstreamPool;
 use valora_mesh::principal::UserPrincipal;
 use valora_mesh::apikey::{API_KEY_HEADER, KeyRejection, KeyVerifier, check_key_syntax};
 use valora_mesh::policy::split_grpc_path;
@@ -27,7 +27,7 @@ use crate::deadline::{self, GRPC_TIMEOUT};
 use crate::listener::ClientAddr;
 use crate::ratelimit::{Decision, Limiter, Rate, TrustedProxies};
 use crate::sources::{self, FailureSources};
-use crate::limit;
+use crate::limit::{self, REQUEST_BODY_TIMEOUT};
 
 /// gRPC paths that need no API key: health checks, so that load balancers
 /// and orchestrators can probe without credentials. Matched exactly.
@@ -285,16 +285,10 @@ async fn forward(
         Some(Err(error)) => return Status::invalid_argument(error.to_string()).into_http(),
     };
     let (parts, body) = request.into_parts();
-    // The pool bounds the wait for the rest of the body the same way.
-    let first_message = limit::check_first_message(body, max_message_bytes);
-    let body = match tokio::time::timeout(REQUEST_BODY_TIMEOUT, first_message).await {
-        Ok(Ok(body)) => body,
-        Ok(Err(status)) => return status.into_http(),
-        Err(_) => {
-            let error = BodyTimeout;
-            tracing::debug!(%error, "request body too slow");
-            return Status::deadline_exceeded(error.to_string()).into_http();
-        }
+    let body = limit::with_deadline(body, tokio::time::Instant::from_std(arrived) + REQUEST_BODY_TIMEOUT);
+    let body = match limit::check_first_message(body, max_message_bytes).await {
+        Ok(body) => body,
+        Err(status) => return status.into_http(),
     };
     let mut request = Request::from_parts(parts, body);
     let client = client.map(|c| c.to_string());
@@ -326,9 +320,12 @@ async fn forward(
         Err(error) if error.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
             Status::resource_exhausted(format!("the request exceeds {max_message_bytes} bytes")).into_http()
         }
-        Err(error) if error.is::<BodyTimeout>() => {
-            tracing::debug!(%error, "request body too slow");
-            Status::deadline_exceeded(error.to_string()).into_http()
+        // The request body failed: it was too slow (see `limit::with_deadline`)
+        // or the client reset the stream.
+        Err(error) if error.is::<Status>() => {
+            let status = error.downcast::<Status>().map_or_else(|e| Status::unknown(e.to_string()), |s| *s);
+            tracing::debug!(%status, "request body failed");
+            status.into_http()
         }
         // The channel enforces the forwarded grpc-timeout itself and can
         // give up a moment before the timer above does.

@@ -1,8 +1,10 @@
 //! Message size limits on request bodies, checked from the 5-byte gRPC
 //! message headers as the body streams, never by buffering it.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http_body::{Body as HttpBody, Frame, SizeHint};
@@ -12,6 +14,48 @@ use tonic::body::Body;
 
 /// Length of a gRPC message header: one flag byte, four length bytes.
 const HEADER_LEN: usize = 5;
+/// Longest wait for a whole request body, counted from the request's
+/// arrival. Every forwarded method takes one request message, so a client
+/// that sends headers and then dribbles or withholds the body is holding a
+/// stream open, not streaming.
+pub const REQUEST_BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Ends `body` with DEADLINE_EXCEEDED when it is not complete by
+/// `deadline`.
+pub fn with_deadline(body: Body, deadline: tokio::time::Instant) -> Body {
+    Body::new(Deadline { inner: body, deadline: Box::pin(tokio::time::sleep_until(deadline)) })
+}
+
+struct Deadline {
+    inner: Body,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl HttpBody for Deadline {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Pending if this.deadline.as_mut().poll(cx).is_ready() => Poll::Ready(Some(Err(
+                Status::deadline_exceeded(format!(
+                    "the request body did not arrive within {} seconds",
+                    REQUEST_BODY_TIMEOUT.as_secs()
+                )),
+            ))),
+            other => other,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
 
 fn too_large(length: u64, limit: usize) -> Status {
     Status::resource_exhausted(format!(
@@ -124,6 +168,8 @@ impl HttpBody for Checked {
 
 #[cfg(test)]
 mod tests {
+    use futures::StreamExt;
+
     use super::*;
 
     fn message(length: usize) -> Vec<u8> {
@@ -138,6 +184,27 @@ mod tests {
             chunks.into_iter().map(|c| Ok::<_, Status>(Frame::data(Bytes::from(c)))).collect::<Vec<_>>(),
         );
         Body::new(http_body_util::StreamBody::new(stream))
+    }
+
+    #[tokio::test]
+    async fn withheld_body_ends_at_the_deadline() {
+        // Three bytes of a message header, then nothing.
+        let stream = futures::stream::iter([Ok::<_, Status>(Frame::data(Bytes::from_static(&[0, 0, 0])))])
+            .chain(futures::stream::pending());
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(50);
+        let body = with_deadline(Body::new(http_body_util::StreamBody::new(stream)), deadline);
+        let status = body.collect().await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::DeadlineExceeded);
+        assert!(status.message().contains("did not arrive"), "{}", status.message());
+        assert!(tokio::time::Instant::now() >= deadline, "the body ended before its deadline");
+    }
+
+    #[tokio::test]
+    async fn complete_body_passes_before_the_deadline() {
+        let bytes = message(20);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let body = with_deadline(body(vec![bytes.clone()]), deadline);
+        assert_eq!(body.collect().await.unwrap().to_bytes().to_vec(), bytes);
     }
 
     #[tokio::test]

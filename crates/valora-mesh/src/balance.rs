@@ -41,10 +41,6 @@ use crate::tls::{ChannelError, MeshTls, mesh_channel};
 
 /// How often names are resolved again.
 const RESOLVE_INTERVAL: Duration = Duration::from_secs(5);
-/// Longest wait for the whole request body. Every forwarded method takes
-/// one request message, so a client that sends headers and then dribbles
-/// or withholds the body is holding a stream open, not streaming.
-pub const REQUEST_BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often each replica's health is checked.
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 /// Deadline of one health check.
@@ -77,11 +73,6 @@ impl std::fmt::Debug for UpstreamPool {
         f.debug_struct("UpstreamPool").field("name", &self.name).field("members", &addrs).finish()
     }
 }
-
-/// The request body did not arrive within [`REQUEST_BODY_TIMEOUT`].
-#[derive(Debug, thiserror::Error)]
-#[error("the request body did not arrive within {} seconds", REQUEST_BODY_TIMEOUT.as_secs())]
-pub struct BodyTimeout;
 
 /// A pool configuration that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -242,11 +233,7 @@ impl UpstreamPool {
     /// replica cannot be connected to.
     pub async fn call(&self, request: Request<Body>) -> Result<Response<Body>, BoxError> {
         let (parts, body) = request.into_parts();
-        let collect = Limited::new(body, self.max_request_bytes).collect();
-        let body = match tokio::time::timeout(REQUEST_BODY_TIMEOUT, collect).await {
-            Ok(collected) => collected?.to_bytes(),
-            Err(_) => return Err(Box::new(BodyTimeout)),
-        };
+        let body = Limited::new(body, self.max_request_bytes).collect().await?.to_bytes();
         let mut last_error: Option<BoxError> = None;
         for member in self.order() {
             let request = Request::from_parts(parts.clone(), Body::new(Full::new(body.clone())));
