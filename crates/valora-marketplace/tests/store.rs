@@ -128,6 +128,8 @@ on_both!(publish_rules, publish_check);
 on_both!(rotation_is_atomic_and_contiguous, rotation_check);
 on_both!(concurrent_publish_has_one_winner, concurrent_publish_check);
 on_both!(concurrent_rotation_keeps_one_active_plan, concurrent_rotation_check);
+on_both!(concurrent_updates_have_one_winner, concurrent_update_check);
+on_both!(mixed_concurrent_writes_keep_invariants, mixed_writes_check);
 
 async fn pagination_check(m: Marketplace) {
     let seller = key("s1");
@@ -312,4 +314,91 @@ async fn concurrent_rotation_check(m: Marketplace) {
     assert_eq!(plans.iter().filter(|p| p.status == PlanStatus::Active).count(), 1);
     assert_eq!(plans.iter().map(|p| p.revision).collect::<Vec<_>>(), [1, 2]);
     assert_audit_chain(&m, 1).await;
+}
+
+async fn concurrent_update_check(m: Marketplace) {
+    let seller = key("s");
+    let listing = m.create_listing(&seller, new_listing("Contested", "toys")).await.unwrap();
+    let tasks: Vec<_> = (0..50)
+        .map(|n| {
+            let (m, seller, id) = (m.clone(), seller.clone(), listing.id.clone());
+            let changes = ListingChanges { title: Some(format!("Title {n}")), ..Default::default() };
+            tokio::spawn(async move { m.update_listing(&seller, &id, 1, changes).await })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(updated) => winners.push(updated),
+            Err(MarketplaceError::Aborted(_)) => {}
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "several updates won version 1");
+    let stored = m.get_listing(&seller, &listing.id).await.unwrap();
+    assert_eq!(stored.version, 2);
+    assert_eq!(stored.title, winners[0].title, "the stored title is not the winner's");
+}
+
+/// Publishes, rotations and updates race on one listing. Each write reads
+/// the state it builds on first, as a client would, so several may win in
+/// turn, but never two on the same version or the same plan.
+async fn mixed_writes_check(m: Marketplace) {
+    let seller = key("s");
+    let listing = m.create_listing(&seller, new_listing("Busy item", "toys")).await.unwrap();
+    m.create_plan(&seller, &listing.id, new_plan()).await.unwrap();
+    let tasks: Vec<_> = (0..50)
+        .map(|n| {
+            let (m, seller, id) = (m.clone(), seller.clone(), listing.id.clone());
+            tokio::spawn(async move {
+                match n % 3 {
+                    0 => m.publish_listing(&seller, &id).await.map(|l| ("publish", l.version)),
+                    1 => {
+                        let plans = m.list_plans(&seller, &id, 100, "").await?.items;
+                        let active = plans.into_iter().find(|p| p.status == PlanStatus::Active).expect("an active plan");
+                        let successor = Successor { price: eur(100 + n), name: None, interval: None };
+                        m.rotate_plan(&seller, &active.id, successor).await.map(|_| ("rotate", 0))
+                    }
+                    _ => {
+                        let current = m.get_listing(&seller, &id).await?;
+                        let changes = ListingChanges { title: Some(format!("Busy item {n}")), ..Default::default() };
+                        m.update_listing(&seller, &id, current.version, changes).await.map(|l| ("update", l.version))
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut publishes = 0;
+    let mut rotations = 0;
+    let mut versions = Vec::new();
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok((kind, version)) => {
+                if kind == "publish" {
+                    publishes += 1;
+                }
+                if kind == "rotate" {
+                    rotations += 1;
+                } else {
+                    versions.push(version);
+                }
+            }
+            Err(MarketplaceError::FailedPrecondition(_) | MarketplaceError::Aborted(_)) => {}
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(publishes <= 1, "{publishes} publishes won");
+    assert!(rotations >= 1, "no rotation won");
+    let distinct: HashSet<i64> = versions.iter().copied().collect();
+    assert_eq!(distinct.len(), versions.len(), "two writes won the same version: {versions:?}");
+    let stored = m.get_listing(&seller, &listing.id).await.unwrap();
+    assert_eq!(Some(stored.version), versions.iter().copied().max().or(Some(1)), "the stored version is not the last winner's");
+
+    let plans = m.list_plans(&seller, &listing.id, 100, "").await.unwrap().items;
+    assert_eq!(plans.iter().filter(|p| p.status == PlanStatus::Active).count(), 1, "not exactly one ACTIVE plan");
+    let mut revisions: Vec<i64> = plans.iter().map(|p| p.revision).collect();
+    revisions.sort_unstable();
+    let expected: Vec<i64> = (1..=revisions.len() as i64).collect();
+    assert_eq!(revisions, expected, "revisions are not contiguous");
+    assert_eq!(plans.len(), rotations + 1, "a plan per won rotation, plus the first");
 }

@@ -1702,6 +1702,7 @@ async fn slow_body() {
         body.len()
     );
     assert_bounded("slow_body", &figures, Duration::from_secs(3));
+    assert_eq!(answered, 400, "streams with a slow body were held open for 12 s");
 }
 
 /// Whether a response has arrived, without waiting.

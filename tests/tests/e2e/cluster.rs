@@ -1,9 +1,10 @@
 //! Scale-out on one machine: two edges, two marketplace and two auth
 //! replicas sharing one PostgreSQL and one Redis. A client spread over both
-//! edges sees one set of data and one rate limit, each webhook event
-//! reaches its receiver once, and killing one replica of each service
-//! mid-run loses no acknowledged write and fails no call that started
-//! after the kill.
+//! edges sees one set of data and one rate limit, and each webhook event
+//! reaches its receiver exactly once. Killing one replica of each service
+//! mid-run loses no acknowledged write and fails no call through the
+//! surviving edge that started after the kills. An event in delivery when
+//! its marketplace dies may then arrive twice, never more.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -290,8 +291,8 @@ struct Call {
 }
 
 /// Creates listings until `stop`, alternating edges call by call, as a
-/// client spread over both would; an edge that refuses connections after
-/// being killed is left out from then on.
+/// client spread over both would. Calls keep going to a killed edge, and
+/// the checks count only those through the surviving one.
 async fn writer(edges: Vec<SocketAddr>, prefix: String, stop: Arc<AtomicBool>, calls: Arc<Mutex<Vec<Call>>>) {
     let mut clients = Vec::new();
     for edge in &edges {
