@@ -212,7 +212,9 @@ async fn postgres_killed_mid_write_load() {
         .filter_map(|w| w.result.as_ref().err().map(|f| (w.title.as_str(), f)))
         .filter(|(_, f)| !matches!(f, Failure::Status { code: Code::Unavailable, transport: false, .. }))
         .collect();
-    let during: Vec<&Write> = writes.iter().filter(|w| w.began >= all_exited && w.ended <= back).collect();
+    // PostgreSQL accepts connections before `pg_ctl start` returns, so the
+    // outage ends when the restart begins, not when it is confirmed.
+    let during: Vec<&Write> = writes.iter().filter(|w| w.began >= all_exited && w.ended <= restarting).collect();
     let first_failure = failed.iter().filter(|w| w.ended >= killed).map(|w| w.ended - killed).min();
     let sample = failed.iter().find_map(|w| match &w.result {
         Err(Failure::Status { message, .. }) => Some(message.clone()),
