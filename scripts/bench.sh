@@ -676,6 +676,8 @@ ELAPSED=$(( $(date +%s) - STARTED_AT ))
 } | tee "$OUT/table.md"
 
 if [ ${#ERRORS[@]} -gt 0 ]; then
+    # The table stays for diagnosis, marked so that nobody publishes it.
+    echo "REJECTED: the run had ${#ERRORS[@]} error(s); these figures are not valid." >>"$OUT/table.md"
     echo "bench: the run had ${#ERRORS[@]} error(s); its figures are rejected:" >&2
     printf '  %s\n' "${ERRORS[@]}" >&2
     exit 1

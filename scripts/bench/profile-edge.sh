@@ -78,7 +78,7 @@ LIMIT=off
 env "${COMMON[@]}" VALORA_EDGE_TLS_CERT="$CERTS/edge.pem" VALORA_EDGE_TLS_KEY="$CERTS/edge.key" \
     VALORA_RATE_LIMIT_PER_KEY=$LIMIT VALORA_RATE_LIMIT_PER_USER=off VALORA_RATE_LIMIT_FAILURES_PER_ADDRESS=off \
     VALORA_RATE_LIMIT_METHODS=off \
-    valgrind --tool=callgrind --collect-atstart=no --callgrind-out-file="$OUT/callgrind.out" \
+    valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$OUT/callgrind.out" \
     "$VALORA" serve edge --edge-addr "127.0.0.1:$EDGE_PORT" --admin-addr "127.0.0.1:$EDGE_ADMIN" \
     --marketplace-addr "127.0.0.1:$MARKET_PORT" --auth-addr "127.0.0.1:$AUTH_PORT" >>"$WORK/edge.log" 2>&1 &
 EDGE_PID=$!
@@ -126,7 +126,9 @@ callgrind_control -d "$EDGE_PID" >/dev/null
 sleep 2
 kill -TERM "$EDGE_PID"
 wait "$EDGE_PID" 2>/dev/null || true
-DUMP=$(ls -t "$OUT"/callgrind.out* | head -n 1)
+# `callgrind_control -d` wrote callgrind.out.1 with the measured calls; the
+# file written at exit holds only what ran after instrumentation stopped.
+DUMP=$OUT/callgrind.out.1
 {
     echo "# $KIND: $(cat "$OUT"/load.* | tr -d '\n' | head -c 600)"
     callgrind_annotate --inclusive=yes "$DUMP" | head -n 80
