@@ -7,10 +7,10 @@
 //! within the brackets: a slow or preempted test makes the checks weaker,
 //! never wrong.
 //!
-//! Cases are generated from a seed with `rand` (this crate's tests have no
-//! proptest); a failure prints the seed, and `LIMITER_PROPS_SEED=N` runs
-//! the same cases again. The number of cases follows `PROPTEST_CASES`
-//! (default 32), like the proptest suites.
+//! Cases are drawn with `rand` from a starting number, because this crate's
+//! tests do not use proptest. A failure prints that number, and
+//! `LIMITER_PROPS_SEED=N` draws the same cases again. The number of cases
+//! follows `PROPTEST_CASES` (default 32), like the proptest suites.
 
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};

@@ -14,6 +14,14 @@ fn openssl(args: &[&str]) {
     assert!(status.success(), "openssl {args:?} failed");
 }
 
+/// Returns the label of the first PEM block in `path`, such as
+/// `EC PRIVATE KEY`, which names the encoding of a key file.
+fn pem_label(path: impl AsRef<Path>) -> String {
+    let text = std::fs::read_to_string(path).unwrap();
+    let line = text.lines().find(|l| l.starts_with("-----BEGIN ")).expect("a PEM block");
+    line.trim_start_matches("-----BEGIN ").trim_end_matches('-').to_owned()
+}
+
 fn load(dir: &Path, identity: &Identity) -> Result<Material, MaterialError> {
     Material::load(&TlsFiles::in_dir(dir, identity), identity, &provider())
 }
@@ -24,14 +32,14 @@ fn pkcs8_and_sec1_keys_load() {
     pki::write_dev_pki(dir.path(), false).unwrap();
     let identity = Identity::marketplace();
     let key = pki::key_path(dir.path(), &identity);
-    assert!(std::fs::read_to_string(&key).unwrap().contains("BEGIN PRIVATE KEY"));
+    assert_eq!(pem_label(&key), "PRIVATE KEY");
     load(dir.path(), &identity).expect("PKCS#8 key");
 
     let path = key.display().to_string();
     let converted = format!("{path}.sec1");
     openssl(&["pkey", "-in", &path, "-traditional", "-out", &converted]);
     std::fs::rename(&converted, &key).unwrap();
-    assert!(std::fs::read_to_string(&key).unwrap().contains("BEGIN EC PRIVATE KEY"));
+    assert_eq!(pem_label(&key), "EC PRIVATE KEY");
     load(dir.path(), &identity).expect("SEC1 key");
 }
 
@@ -45,7 +53,7 @@ fn pkcs1_rsa_key_loads() {
     let pkcs8 = dir.path().join("rsa8.pem").display().to_string();
     openssl(&["genrsa", "-traditional", "-out", &pkcs1, "2048"]);
     openssl(&["pkey", "-in", &pkcs1, "-out", &pkcs8]);
-    assert!(std::fs::read_to_string(&key_path).unwrap().contains("BEGIN RSA PRIVATE KEY"));
+    assert_eq!(pem_label(&key_path), "RSA PRIVATE KEY");
 
     // Sign a certificate for the RSA key with the development CA.
     let ca_pem = std::fs::read_to_string(dir.path().join("ca.pem")).unwrap();
