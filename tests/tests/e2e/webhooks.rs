@@ -391,11 +391,12 @@ async fn ssrf_guard_refuses_internal_targets_at_registration() {
     assert!(endpoints.is_empty(), "a refused endpoint was stored");
 }
 
-#[tokio::test]
-async fn loopback_exception_is_development_only() {
-    let layout = MeshLayout::new();
-    valora_mesh::pki::write_dev_pki(&layout.certs_dir(), false).unwrap();
-    let output = crate::support::run_valora(
+/// Runs `valora serve marketplace` on SQLite in `layout` with one extra
+/// webhook setting, for settings that must stop it before it listens.
+fn serve_marketplace_with(layout: &MeshLayout, setting: (&str, &str)) -> std::process::Output {
+    let database = format!("sqlite://{}?mode=rwc", layout.dir.path().join("m.db").display());
+    let webhook_key = "ab".repeat(32);
+    crate::support::run_valora(
         &[
             "serve",
             "marketplace",
@@ -408,12 +409,19 @@ async fn loopback_exception_is_development_only() {
         ],
         &[
             ("MARKETPLACE_API_KEY", KEY),
-            ("MARKETPLACE_DATABASE_URL", &format!("sqlite://{}?mode=rwc", layout.dir.path().join("m.db").display())),
-            ("MARKETPLACE_WEBHOOK_KEY", &"ab".repeat(32)),
-            ("VALORA_WEBHOOK_ALLOW_LOOPBACK", "true"),
+            ("MARKETPLACE_DATABASE_URL", &database),
+            ("MARKETPLACE_WEBHOOK_KEY", &webhook_key),
+            setting,
         ],
         layout.dir.path(),
-    );
+    )
+}
+
+#[tokio::test]
+async fn loopback_exception_is_development_only() {
+    let layout = MeshLayout::new();
+    valora_mesh::pki::write_dev_pki(&layout.certs_dir(), false).unwrap();
+    let output = serve_marketplace_with(&layout, ("VALORA_WEBHOOK_ALLOW_LOOPBACK", "true"));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
     assert!(stderr.contains("VALORA_WEBHOOK_ALLOW_LOOPBACK"), "{stderr}");
@@ -423,27 +431,8 @@ async fn loopback_exception_is_development_only() {
 async fn bad_allowed_networks_stop_the_marketplace() {
     let layout = MeshLayout::new();
     valora_mesh::pki::write_dev_pki(&layout.certs_dir(), false).unwrap();
-    let database = format!("sqlite://{}?mode=rwc", layout.dir.path().join("m.db").display());
     for (list, entry) in [("10.20.0.0/16,10.0.0.0/33", "10.0.0.0/33"), ("0.0.0.0/0", "0.0.0.0/0")] {
-        let output = crate::support::run_valora(
-            &[
-                "serve",
-                "marketplace",
-                "--certs-dir",
-                &layout.certs_dir().display().to_string(),
-                "--admin-addr",
-                "127.0.0.1:0",
-                "--marketplace-addr",
-                "127.0.0.1:0",
-            ],
-            &[
-                ("MARKETPLACE_API_KEY", KEY),
-                ("MARKETPLACE_DATABASE_URL", &database),
-                ("MARKETPLACE_WEBHOOK_KEY", &"ab".repeat(32)),
-                ("VALORA_WEBHOOK_ALLOW_NETWORKS", list),
-            ],
-            layout.dir.path(),
-        );
+        let output = serve_marketplace_with(&layout, ("VALORA_WEBHOOK_ALLOW_NETWORKS", list));
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(!output.status.success(), "{list}: {stderr}");
         assert!(stderr.contains("VALORA_WEBHOOK_ALLOW_NETWORKS"), "{list}: {stderr}");
