@@ -36,18 +36,18 @@ pub enum ClientError {
     Material {
         /// The caller's identity.
         identity: Identity,
-        /// What was wrong, naming the file.
+        /// The loading error, which names the file.
         #[source]
         source: MaterialError,
     },
     /// A file given to a builder could not be read or parsed.
     #[error("{what} {path}: {reason}")]
     File {
-        /// What the file is, such as "CA bundle".
+        /// The role of the file, such as "CA bundle".
         what: &'static str,
         /// The file.
         path: PathBuf,
-        /// Why it cannot be used.
+        /// The reason it cannot be used.
         reason: String,
     },
     /// An address or URL is malformed.
@@ -55,7 +55,7 @@ pub enum ClientError {
     Address {
         /// The address as given.
         address: String,
-        /// What is wrong with it and the expected form.
+        /// The problem, and the expected form.
         reason: String,
     },
     /// The TLS client configuration could not be built.
@@ -66,7 +66,7 @@ pub enum ClientError {
     Header {
         /// The header, such as `x-api-key`.
         header: &'static str,
-        /// Why the value is not a valid header value.
+        /// The reason the value is not a valid header value.
         reason: &'static str,
     },
     /// The server presented a valid certificate of another workload.
@@ -74,7 +74,7 @@ pub enum ClientError {
     IdentityMismatch {
         /// The address dialled.
         address: String,
-        /// The identity the client was told to accept.
+        /// The identity the client was configured to accept.
         expected: Identity,
         /// The identity in the server's certificate.
         presented: Identity,
