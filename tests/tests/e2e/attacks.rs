@@ -502,7 +502,9 @@ async fn internal_calls(mesh: &DevMesh) -> BTreeMap<String, u64> {
 // ---------------------------------------------------------------------------
 // Table 1: bad credentials, through the edge.
 
-#[tokio::test]
+// Two worker threads keep the client connections' tasks answering the
+// edge's HTTP/2 pings while the test body waits on other work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unauthenticated() {
     let started = Instant::now();
     let api = Api::load();
