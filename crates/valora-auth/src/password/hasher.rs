@@ -1,10 +1,12 @@
-//! Password hashing with argon2id, off the async runtime and with bounded
-//! concurrency.
+//! Password hashing with argon2id, off the async runtime, on a few
+//! dedicated threads of lower CPU priority.
 
-use std::sync::Arc;
+use std::panic::AssertUnwindSafe;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use argon2::{Algorithm, Argon2, Params, PasswordHash, PasswordHasher, PasswordVerifier, Version};
-use tokio::sync::Semaphore;
+use tokio::sync::oneshot;
 
 use super::passlib::Pbkdf2Sha256;
 
@@ -45,14 +47,28 @@ pub enum HashError {
     Task(String),
 }
 
-/// Hashes and verifies passwords on the blocking thread pool, at most
-/// `concurrency` at a time, so that a login storm neither starves the async
-/// runtime nor exhausts memory (each hash takes `memory_kib`).
+/// How much lower than the rest of the process the hashing threads'
+/// CPU priority is, in nice steps. At 10 steps the kernel gives a
+/// runnable thread of the process about nine times a hashing thread's
+/// share of a busy core.
+pub const HASH_NICE_STEPS: i32 = 10;
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Password hasher and verifier that runs on `concurrency` dedicated
+/// threads, so a login storm cannot exhaust memory (each hash takes
+/// `memory_kib`).
+///
+/// The threads run [`HASH_NICE_STEPS`] below the process, so the async
+/// runtime's threads run first whenever they have work, and hashes use the
+/// CPU that is left. Hashes wait in a queue for a free thread, and one
+/// whose caller has gone by then is skipped. The threads end when the last
+/// clone is dropped.
 #[derive(Clone)]
 pub struct Hasher {
     argon2: Arc<Argon2<'static>>,
     settings: Argon2Settings,
-    permits: Arc<Semaphore>,
+    jobs: mpsc::Sender<Job>,
     /// A hash of a random password, verified for unknown users so that their
     /// logins cost the same as real ones.
     dummy: Arc<String>,
@@ -69,12 +85,7 @@ impl Hasher {
             .hash_password(random.as_bytes())
             .map_err(|e| HashError::Hash(e.to_string()))?
             .to_string();
-        Ok(Self {
-            argon2,
-            settings,
-            permits: Arc::new(Semaphore::new(concurrency.max(1))),
-            dummy: Arc::new(dummy),
-        })
+        Ok(Self { argon2, settings, jobs: start_threads(concurrency.max(1))?, dummy: Arc::new(dummy) })
     }
 
     /// The current settings.
@@ -127,13 +138,52 @@ impl Hasher {
         &self,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, HashError> {
-        let _permit = self
-            .permits
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|e| HashError::Task(e.to_string()))?;
-        tokio::task::spawn_blocking(work).await.map_err(|e| HashError::Task(e.to_string()))
+        let (done, outcome) = oneshot::channel();
+        let job: Job = Box::new(move || {
+            // The caller went away while the job was queued (a client
+            // that gave up, for example), so the hash is not needed.
+            if !done.is_closed() {
+                let _ = done.send(work());
+            }
+        });
+        self.jobs.send(job).map_err(|_| HashError::Task("no hashing thread is running".into()))?;
+        outcome.await.map_err(|_| HashError::Task("the hashing thread panicked".into()))
+    }
+}
+
+/// Starts `count` hashing threads that take jobs from one queue.
+fn start_threads(count: usize) -> Result<mpsc::Sender<Job>, HashError> {
+    let (sender, receiver) = mpsc::channel::<Job>();
+    let receiver = Arc::new(Mutex::new(receiver));
+    for index in 0..count {
+        let receiver = receiver.clone();
+        std::thread::Builder::new()
+            .name(format!("argon2-{index}"))
+            .spawn(move || {
+                lower_priority();
+                loop {
+                    // The lock is held only while waiting for the next job.
+                    let next = receiver.lock().unwrap_or_else(PoisonError::into_inner).recv();
+                    let Ok(job) = next else { return };
+                    // A panic drops the job's sender, which fails its call;
+                    // the thread stays for the next job.
+                    let _ = std::panic::catch_unwind(AssertUnwindSafe(job));
+                }
+            })
+            .map_err(|e| HashError::Task(format!("cannot start a hashing thread: {e}")))?;
+    }
+    Ok(sender)
+}
+
+/// Lowers the calling thread's CPU priority by [`HASH_NICE_STEPS`]. On
+/// Linux the nice value belongs to each thread, and process id 0 names the
+/// calling thread. Lowering needs no privilege; a failure only costs
+/// latency, so it is logged and hashing goes on.
+fn lower_priority() {
+    let lowered = rustix::process::getpriority_process(None)
+        .and_then(|nice| rustix::process::setpriority_process(None, (nice + HASH_NICE_STEPS).min(19)));
+    if let Err(error) = lowered {
+        tracing::warn!(%error, "cannot lower the priority of a password hashing thread");
     }
 }
 
@@ -167,6 +217,56 @@ mod tests {
 
         let new = Hasher::new(cheap(2048), 2).unwrap();
         assert_eq!(new.verify("correct horse battery staple".into(), Some(hash)).await.unwrap(), Verification::Valid { rehash: true });
+    }
+
+    #[tokio::test]
+    async fn hashing_threads_run_at_lower_priority() {
+        let own = rustix::process::getpriority_process(None).unwrap();
+        let hasher = Hasher::new(cheap(1024), 1).unwrap();
+        let hashing = hasher.blocking(|| rustix::process::getpriority_process(None).unwrap()).await.unwrap();
+        assert_eq!(hashing, (own + HASH_NICE_STEPS).min(19));
+        assert_eq!(rustix::process::getpriority_process(None).unwrap(), own, "the caller's priority is unchanged");
+    }
+
+    #[tokio::test]
+    async fn hashes_queue_for_the_threads() {
+        let hasher = Hasher::new(cheap(1024), 2).unwrap();
+        let hashes = futures::future::join_all((0..6).map(|i| hasher.hash(format!("password number {i}")))).await;
+        for (i, hash) in hashes.into_iter().enumerate() {
+            let hash = hash.unwrap();
+            assert_eq!(hasher.verify(format!("password number {i}"), Some(hash)).await.unwrap(), Verification::Valid { rehash: false });
+        }
+    }
+
+    #[tokio::test]
+    async fn queued_work_of_a_departed_caller_is_skipped() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let hasher = Hasher::new(cheap(1024), 1).unwrap();
+        let (release, wait) = std::sync::mpsc::channel::<()>();
+        let (started, running) = oneshot::channel();
+        let busy = tokio::spawn({
+            let hasher = hasher.clone();
+            async move {
+                let work = move || {
+                    started.send(()).unwrap();
+                    wait.recv().unwrap()
+                };
+                hasher.blocking(work).await.unwrap()
+            }
+        });
+        // The only thread is busy from here on.
+        running.await.unwrap();
+        let ran = Arc::new(AtomicBool::new(false));
+        let queued = {
+            let ran = ran.clone();
+            hasher.blocking(move || ran.store(true, Ordering::SeqCst))
+        };
+        // Polled once, so the job is queued behind the busy one, then dropped.
+        assert!(futures::poll!(Box::pin(queued)).is_pending());
+        release.send(()).unwrap();
+        busy.await.unwrap();
+        hasher.blocking(|| ()).await.unwrap();
+        assert!(!ran.load(Ordering::SeqCst), "the departed caller's work ran");
     }
 
     #[tokio::test]
