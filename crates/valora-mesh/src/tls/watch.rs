@@ -4,10 +4,11 @@
 //! Kubernetes secret update (a symlink swap of the whole folder) is seen.
 //! A periodic reload catches anything a file system does not report.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use notify::{RecursiveMode, Watcher};
+use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
 use super::MeshTls;
@@ -24,6 +25,38 @@ pub const EXPIRY_WARNING: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Interval between repeated expiry warnings.
 const WARNING_INTERVAL: Duration = Duration::from_secs(3600);
 
+/// Watches `dirs` and sends a signal for every change of a file in them.
+/// Returns no watcher when the platform offers none, and the caller then
+/// relies on its periodic reload.
+fn watch_changes(dirs: &[PathBuf]) -> (Option<RecommendedWatcher>, mpsc::UnboundedReceiver<()>) {
+    let (tx, rx) = mpsc::unbounded_channel::<()>();
+    let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if event.is_ok_and(|event| is_change(&event)) {
+            let _ = tx.send(());
+        }
+    });
+    let mut watcher = match watcher {
+        Ok(watcher) => watcher,
+        Err(error) => {
+            tracing::warn!(%error, "file watching unavailable; reloading certificates every 30 s");
+            return (None, rx);
+        }
+    };
+    for dir in dirs {
+        if let Err(error) = watcher.watch(dir, RecursiveMode::NonRecursive) {
+            tracing::warn!(dir = %dir.display(), %error, "cannot watch certificate folder");
+        }
+    }
+    (Some(watcher), rx)
+}
+
+/// Reports whether `event` may have changed a file. Opening and reading a
+/// file is not a change: the reload itself opens every file, so counting
+/// those events would make each reload trigger the next.
+fn is_change(event: &notify::Event) -> bool {
+    !matches!(event.kind, notify::EventKind::Access(_))
+}
+
 impl MeshTls {
     /// Seconds until the current leaf expires (negative once expired).
     pub fn seconds_to_expiry(&self) -> i64 {
@@ -38,27 +71,7 @@ impl MeshTls {
     /// Starts reloading on file changes and exporting the expiry gauge
     /// `valora_certificate_expiry_seconds`. Runs until the runtime stops.
     pub fn spawn_watcher(self: &Arc<Self>) {
-        let (tx, mut rx) = mpsc::unbounded_channel::<()>();
-        let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            if event.is_ok() {
-                let _ = tx.send(());
-            }
-        });
-        let mut watcher = match watcher {
-            Ok(watcher) => Some(watcher),
-            Err(error) => {
-                tracing::warn!(%error, "file watching unavailable; reloading certificates every 30 s");
-                None
-            }
-        };
-        for dir in self.files.dirs() {
-            if let Some(w) = watcher.as_mut() {
-                if let Err(error) = w.watch(&dir, RecursiveMode::NonRecursive) {
-                    tracing::warn!(dir = %dir.display(), %error, "cannot watch certificate folder");
-                }
-            }
-        }
-
+        let (watcher, mut rx) = watch_changes(&self.files.dirs());
         let tls = self.clone();
         tokio::spawn(async move {
             // The watcher stops when dropped, so this task keeps it.
@@ -127,5 +140,34 @@ impl MeshTls {
             tracing::warn!(%identity, seconds_left = remaining, "certificate expires in less than 7 days");
             *last_warning = Some(Instant::now());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Waits up to `within` for a signal, then drains any others.
+    async fn signalled(rx: &mut mpsc::UnboundedReceiver<()>, within: Duration) -> bool {
+        let got = tokio::time::timeout(within, rx.recv()).await.is_ok();
+        while rx.try_recv().is_ok() {}
+        got
+    }
+
+    #[tokio::test]
+    async fn reading_files_is_not_a_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("tls.crt");
+        std::fs::write(&file, "first").unwrap();
+        let (watcher, mut rx) = watch_changes(&[dir.path().to_path_buf()]);
+        assert!(watcher.is_some(), "inotify is available on Linux");
+
+        for _ in 0..3 {
+            std::fs::read(&file).unwrap();
+        }
+        assert!(!signalled(&mut rx, Duration::from_millis(500)).await, "reading signalled a change");
+
+        std::fs::write(&file, "second").unwrap();
+        assert!(signalled(&mut rx, Duration::from_secs(5)).await, "writing signalled no change");
     }
 }
