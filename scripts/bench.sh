@@ -8,7 +8,7 @@
 # core 0 (taskset -c 0); the load generators, this script and the backend
 # services run on core 1. Proxy CPU time comes from /proc/PID/stat.
 #
-# Usage: scripts/bench.sh [--smoke] [--rounds N] [--seconds S] [--out DIR]
+# Usage: scripts/bench.sh [--smoke] [--rounds N] [--seconds S] [--only LIST] [--out DIR]
 #
 #   --smoke    every comparison for about a second, one round, tiny counts;
 #              uses release binaries when present, else builds and uses the
@@ -16,6 +16,9 @@
 #              targets (the full run does the same).
 #   --rounds   rounds per comparison (default 5)
 #   --seconds  measured seconds per run (default 8)
+#   --only     comma-separated comparisons to run (such as
+#              latency,login_storm), for work on one figure; the half-load
+#              rate falls back to 200 calls/s without edge_vs_nginx
 #   --out      folder for the raw results and the table (default
 #              target/bench-results/DATE)
 #
@@ -30,13 +33,15 @@ MODE=full
 ROUNDS=5
 RUN_SECONDS=8
 OUT=""
+ONLY=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --smoke) MODE=smoke ;;
         --rounds) ROUNDS=$2; shift ;;
         --seconds) RUN_SECONDS=$2; shift ;;
+        --only) ONLY=$2; shift ;;
         --out) OUT=$2; shift ;;
-        -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
         *) echo "bench: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -389,6 +394,9 @@ rounds() {
     local cmp=$1 fn=$2
     shift 2
     local sides=("$@") round side order began=$SECONDS
+    if [ -n "$ONLY" ] && [[ ",$ONLY," != *",$cmp,"* ]]; then
+        return 0
+    fi
     echo "bench: $cmp: warm-up" >&2
     for side in "${sides[@]}"; do
         "$fn" "$side" 0 warmup || true
@@ -479,6 +487,7 @@ latency() {
     local side=$1 round=$2 phase=$3 target out
     case $side in
         edge) target=("${EDGE_TARGET[@]}") ;;
+        nginx) target=("${NGINX_TARGET[@]}") ;;
         direct) target=("${DIRECT_TARGET[@]}") ;;
     esac
     if [ "$phase" = warmup ]; then
@@ -641,7 +650,7 @@ v = [r['value'] for r in map(json.loads, open('$RESULTS')) if r['cmp'] == 'edge_
 print(statistics.median(v) if v else 200)")
 HALF_RATE=$(calc "max(round($EDGE_RPS / 2), 10)")
 STEADY_RATE=$(calc "max(round($EDGE_RPS / 4), $STEADY_RATE_MIN)")
-rounds latency latency edge direct
+rounds latency latency edge nginx direct
 rounds tls_vs_h2c tls_vs_h2c tls h2c
 rounds grpc_web grpc_web grpc_web grpc
 rounds rejections rejections accepted bad_key over_limit

@@ -90,17 +90,17 @@ for admin in "$AUTH_ADMIN" "$MARKET_ADMIN" "$EDGE_ADMIN"; do
     done
 done
 
-TARGET=(--addr "127.0.0.1:$EDGE_PORT" --tls --ca "$CERTS/ca.pem" --api-key "$KEY" --timeout-ms 60000)
+TARGET=(--addr "127.0.0.1:$EDGE_PORT" --tls --ca "$CERTS/ca.pem" --api-key "$KEY")
 LISTING=""
 for _ in $(seq 1 100); do
-    if SEED=$("$LOAD" seed "${TARGET[@]}" 2>/dev/null); then
+    if SEED=$("$LOAD" seed "${TARGET[@]}" 2>"$WORK/seed.err"); then
         LISTING=$(echo "$SEED" | python3 -c 'import json,sys; print(json.load(sys.stdin)["listing_id"])')
         break
     fi
     sleep 0.5
 done
-[ -n "$LISTING" ] || { echo "profile: seeding through the edge failed" >&2; tail -n 20 "$WORK/edge.log" >&2; exit 1; }
-CALL=(--rpc get-listing --listing-id "$LISTING" --concurrency 8 --connections 1)
+[ -n "$LISTING" ] || { echo "profile: seeding through the edge failed: $(cat "$WORK/seed.err")" >&2; tail -n 20 "$WORK/edge.log" >&2; exit 1; }
+CALL=(--rpc get-listing --listing-id "$LISTING" --concurrency 8 --connections 1 --timeout-ms 60000)
 EXPECT=()
 case $KIND in
     accepted|grpc_web) ;;

@@ -1,7 +1,7 @@
 //! Micro-benchmarks of the edge's hot path: the API-key check, the
-//! security-header and CORS layers, and a rate-limit decision with each
-//! backend (Redis only when `VALORA_TEST_REDIS_URL`, default
-//! redis://127.0.0.1:6379, answers).
+//! security-header and CORS layers, bearer-token validation, and a
+//! rate-limit decision with each backend (Redis only when
+//! `VALORA_TEST_REDIS_URL`, default redis://127.0.0.1:6379, responds).
 //!
 //! Run: `cargo bench -p valora-gateway --bench hot_path`.
 
@@ -11,11 +11,13 @@ use std::time::Duration;
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{Request, Response};
 use tower::{Service, ServiceBuilder, ServiceExt};
+use valora_gateway::bearer::TokenValidator;
 use valora_gateway::ratelimit::local::LocalLimiter;
 use valora_gateway::ratelimit::shared::SharedLimiter;
 use valora_gateway::ratelimit::Rate;
 use valora_mesh::apikey::{StaticKeys, check_key_syntax};
 use valora_mesh::security_headers::{SecurityHeaders, SecurityHeadersLayer};
+use valora_proto::auth::v1::Jwk;
 
 const KEY: &str = "bench-static-key-0123456789abcdef0123456789";
 
@@ -50,6 +52,37 @@ fn layers(c: &mut Criterion) {
     });
 }
 
+fn bearer_token(c: &mut Criterion) {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use ring::signature::KeyPair;
+
+    let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).unwrap();
+    let pair = ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
+    let validator = TokenValidator::new("https://auth.valora.test", "valora-api");
+    validator.set_keys(vec![Jwk {
+        kty: "OKP".into(),
+        crv: "Ed25519".into(),
+        x: URL_SAFE_NO_PAD.encode(pair.public_key().as_ref()),
+        kid: "bench-key".into(),
+        alg: "EdDSA".into(),
+        r#use: "sig".into(),
+    }]);
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+    header.kid = Some("bench-key".into());
+    let expires = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 3600;
+    let claims = serde_json::json!({
+        "sub": "0193a8f2-7c4e-7b1a-9d55-4e1f0a3c2b77", "role": "USER",
+        "iss": "https://auth.valora.test", "aud": "valora-api", "exp": expires,
+    });
+    let token = jsonwebtoken::encode(&header, &claims, &jsonwebtoken::EncodingKey::from_ed_der(pkcs8.as_ref())).unwrap();
+    let authorization = format!("Bearer {token}");
+    assert!(validator.validate(authorization.as_bytes()).is_ok(), "the benchmark token is valid");
+    c.bench_function("bearer token validation (Ed25519)", |b| {
+        b.iter(|| validator.validate(authorization.as_bytes()))
+    });
+}
+
 fn limiter(c: &mut Criterion) {
     let rate = Rate { count: u32::MAX / 2, window: Duration::from_secs(1) };
     let local = LocalLimiter::default();
@@ -78,5 +111,5 @@ fn limiter(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, api_key, layers, limiter);
+criterion_group!(benches, api_key, layers, bearer_token, limiter);
 criterion_main!(benches);

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use http::{HeaderMap, HeaderValue, Request, Response, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, header};
 use tonic::Status;
 use tonic::body::Body;
 use tonic::service::Routes;
@@ -48,18 +48,21 @@ const KEY_QUERY_PARAMETERS: [&str; 5] = ["api_key", "apikey", "api-key", "x-api-
 /// Request headers that never cross the edge: hop-by-hop headers, the
 /// client's credentials (the internal hop carries the verified principal
 /// instead) and any principal the client tried to supply itself.
-const STRIPPED_HEADERS: [&str; 10] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "transfer-encoding",
-    "upgrade",
-    "host",
-    API_KEY_HEADER,
-    "authorization",
-    PRINCIPAL_HEADER,
-    CLIENT_ADDR_HEADER,
+const STRIPPED_HEADERS: [HeaderName; 10] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::HOST,
+    HeaderName::from_static(API_KEY_HEADER),
+    header::AUTHORIZATION,
+    HeaderName::from_static(PRINCIPAL_HEADER),
+    CLIENT_ADDR,
 ];
+
+/// [`CLIENT_ADDR_HEADER`] as a header name.
+const CLIENT_ADDR: HeaderName = HeaderName::from_static(CLIENT_ADDR_HEADER);
 
 /// An internal service the edge forwards to.
 #[derive(Clone, Debug)]
@@ -147,7 +150,9 @@ impl RouterState {
         let path = request.uri().path().to_owned();
         let peer = request.extensions().get::<ClientAddr>().map(|c| c.0.ip());
         let client = peer.map(|peer| self.proxies.client_addr(peer, request.headers()));
-        valora_telemetry::observe::record("client_addr", &client.map(|c| c.to_string()).unwrap_or_default());
+        if let Some(client) = client {
+            valora_telemetry::observe::record("client_addr", &client.to_string());
+        }
         if KEY_EXEMPT_PATHS.contains(&path.as_str()) {
             return self.local(request).await;
         }
@@ -352,15 +357,15 @@ fn timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
 }
 
 fn prepare_headers(headers: &mut HeaderMap, principal: &Principal, client: Option<&str>) {
-    for name in STRIPPED_HEADERS {
+    for name in &STRIPPED_HEADERS {
         headers.remove(name);
     }
     if let Some(value) = client.and_then(|c| HeaderValue::try_from(c).ok()) {
-        headers.insert(CLIENT_ADDR_HEADER, value);
+        headers.insert(CLIENT_ADDR, value);
     }
     headers.insert(header::TE, HeaderValue::from_static("trailers"));
     if let Ok(value) = HeaderValue::try_from(principal.to_header_value()) {
-        headers.insert(PRINCIPAL_HEADER, value);
+        headers.insert(HeaderName::from_static(PRINCIPAL_HEADER), value);
     }
 }
 

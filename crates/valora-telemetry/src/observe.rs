@@ -1,17 +1,19 @@
 //! One span, one access-log line and the call metrics per gRPC call.
 //!
 //! The span (`call`) carries `component`, `method`, `request_id`,
-//! `peer`, `client_addr`, `key_id`, `user_id`, and when the call ends
-//! `code` and `latency_ms`. Layers further in fill the identity fields
-//! with [`record`]. The call ends when its status is known: at once for a
-//! trailers-only response, otherwise when the body's trailers arrive.
+//! `peer`, `client_addr`, `key_id` and `user_id`. Layers further in fill
+//! the identity fields with [`record`]. The call ends when its status is
+//! known: at once for a trailers-only response, otherwise when the body's
+//! trailers arrive. Its access line (target `valora::access`) adds `code`
+//! and `latency_us`.
 //!
 //! Metrics: `valora_calls_total{component,service,method,code}` and
 //! `valora_call_duration_seconds{component,service,method}`. Methods that
 //! are not part of the API are counted as `unknown`, so clients cannot
 //! grow the label set.
 
-use std::collections::HashSet;
+use std::borrow::Cow;
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::OnceLock;
@@ -56,28 +58,36 @@ pub struct Observe<S> {
 }
 
 /// `(service, method)` labels of a path, `unknown` for anything outside
-/// the API, health and reflection.
-fn labels(path: &str) -> (String, String) {
-    static KNOWN: OnceLock<HashSet<String>> = OnceLock::new();
+/// the API, health and reflection. The labels are built once, so a call
+/// allocates none.
+fn labels(path: &str) -> (&'static str, &'static str) {
+    static KNOWN: OnceLock<HashMap<String, (&'static str, &'static str)>> = OnceLock::new();
     let known = KNOWN.get_or_init(|| {
-        let mut known: HashSet<String> = valora_proto::services()
+        let mut paths: Vec<String> = valora_proto::services()
             .into_iter()
             .flat_map(|s| s.methods.into_iter().map(move |m| format!("/{}/{m}", s.name)))
             .collect();
-        for extra in [
-            "/grpc.health.v1.Health/Check",
-            "/grpc.health.v1.Health/Watch",
-            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
-            "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
-        ] {
-            known.insert(extra.to_owned());
-        }
-        known
+        paths.extend(
+            [
+                "/grpc.health.v1.Health/Check",
+                "/grpc.health.v1.Health/Watch",
+                "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+                "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+            ]
+            .map(str::to_owned),
+        );
+        paths
+            .into_iter()
+            .filter_map(|path| {
+                let (service, method) = path.strip_prefix('/')?.split_once('/')?;
+                // Leaked once per method of the API, for labels of
+                // `'static` lifetime.
+                let labels = (&*service.to_owned().leak(), &*method.to_owned().leak());
+                Some((path, labels))
+            })
+            .collect()
     });
-    match path.strip_prefix('/').and_then(|p| p.split_once('/')) {
-        Some((service, method)) if known.contains(path) => (service.to_owned(), method.to_owned()),
-        _ => ("unknown".to_owned(), "unknown".to_owned()),
-    }
+    known.get(path).copied().unwrap_or(("unknown", "unknown"))
 }
 
 impl<S, B, R> tower::Service<Request<B>> for Observe<S>
@@ -106,8 +116,6 @@ where
             client_addr = Empty,
             key_id = Empty,
             user_id = Empty,
-            code = Empty,
-            latency_ms = Empty,
         );
         let future = {
             let _entered = span.enter();
@@ -122,7 +130,7 @@ where
                 let mut pending = Some(call);
                 if let Some(code) = status_of(&parts.headers, Some(parts.status)) {
                     if let Some(call) = pending.take() {
-                        call.finish(&code);
+                        call.finish(code);
                     }
                 }
                 Ok(Response::from_parts(parts, ObservedBody { inner: body, call: pending }))
@@ -134,21 +142,21 @@ where
 
 /// The status of a response: `grpc-status` in `headers`, else the HTTP
 /// status of a non-gRPC answer (when `http` is given and not 200).
-fn status_of(headers: &HeaderMap, http: Option<http::StatusCode>) -> Option<String> {
+fn status_of(headers: &HeaderMap, http: Option<http::StatusCode>) -> Option<Cow<'static, str>> {
     if let Some(code) = headers.get("grpc-status").and_then(|v| v.to_str().ok()) {
         let number: i32 = code.parse().unwrap_or(2);
-        return Some(code_name(number));
+        return Some(Cow::Borrowed(code_name(number)));
     }
     match http {
-        Some(status) if status != http::StatusCode::OK => Some(format!("http_{}", status.as_u16())),
+        Some(status) if status != http::StatusCode::OK => Some(Cow::Owned(format!("http_{}", status.as_u16()))),
         _ => None,
     }
 }
 
-fn code_name(number: i32) -> String {
+fn code_name(number: i32) -> &'static str {
     match tonic_code(number) {
-        "Ok" => "OK".to_owned(),
-        name => name.to_owned(),
+        "Ok" => "OK",
+        name => name,
     }
 }
 
@@ -164,30 +172,32 @@ fn tonic_code(number: i32) -> &'static str {
 /// A call whose status is not known yet.
 struct Call {
     component: &'static str,
-    service: String,
-    method: String,
+    service: &'static str,
+    method: &'static str,
     started: Instant,
     span: tracing::Span,
 }
 
 impl Call {
-    fn finish(self, code: &str) {
+    fn finish(self, code: impl Into<Cow<'static, str>>) {
+        let label = code.into();
+        let code = label.as_ref();
         let elapsed = self.started.elapsed();
-        let latency_ms = elapsed.as_secs_f64() * 1e3;
-        self.span.record("code", code);
-        self.span.record("latency_ms", latency_ms);
+        // Whole microseconds: an integer formats faster than a float, and
+        // a log shipper reads it as a number.
+        let latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
         let _entered = self.span.enter();
         if self.service == "grpc.health.v1.Health" {
-            tracing::debug!(target: "valora::access", code, latency_ms, "call finished");
+            tracing::debug!(target: "valora::access", code, latency_us, "call finished");
         } else {
-            tracing::info!(target: "valora::access", code, latency_ms, "call finished");
+            tracing::info!(target: "valora::access", code, latency_us, "call finished");
         }
         metrics::counter!(
             "valora_calls_total",
             "component" => self.component,
-            "service" => self.service.clone(),
-            "method" => self.method.clone(),
-            "code" => code.to_owned()
+            "service" => self.service,
+            "method" => self.method,
+            "code" => label.clone()
         )
         .increment(1);
         metrics::histogram!(
@@ -229,7 +239,7 @@ impl<B: Body> Body for ObservedBody<B> {
             Some(Ok(frame)) => {
                 if let Some(code) = frame.trailers_ref().and_then(|t| status_of(t, None)) {
                     if let Some(call) = this.call.take() {
-                        call.finish(&code);
+                        call.finish(code);
                     }
                 }
             }
