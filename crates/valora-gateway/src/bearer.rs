@@ -126,8 +126,8 @@ pub struct BearerVerifier {
 }
 
 impl BearerVerifier {
-    /// A verifier fetching keys from the auth service replicas in `auth`
-    /// and accepting tokens from `issuer` for `audience`.
+    /// Creates a verifier that fetches keys from the auth service replicas
+    /// in `auth` and accepts tokens from `issuer` for `audience`.
     pub fn new(auth: Arc<UpstreamPool>, issuer: &str, audience: &str) -> Arc<Self> {
         Arc::new(Self {
             client: AuthServiceClient::new(PoolService(auth)),

@@ -175,17 +175,37 @@ fn start_threads(count: usize) -> Result<mpsc::Sender<Job>, HashError> {
     Ok(sender)
 }
 
-/// Lowers the calling thread's CPU priority by [`HASH_NICE_STEPS`]. On
-/// Linux the nice value belongs to each thread, and process id 0 names the
-/// calling thread. Lowering needs no privilege; a failure only costs
+/// Lowest priority a nice value can express.
+#[cfg(target_os = "linux")]
+const NICEST: i32 = 19;
+
+/// Lowers the calling thread's CPU priority by [`HASH_NICE_STEPS`], or to
+/// the lowest priority when the process is already close to it. On Linux
+/// the nice value belongs to each thread, and process id 0 names the
+/// calling thread. Lowering needs no privilege. A failure only costs
 /// latency, so it is logged and hashing goes on.
+#[cfg(target_os = "linux")]
 fn lower_priority() {
-    let lowered = rustix::process::getpriority_process(None)
-        .and_then(|nice| rustix::process::setpriority_process(None, (nice + HASH_NICE_STEPS).min(19)));
-    if let Err(error) = lowered {
-        tracing::warn!(%error, "cannot lower the priority of a password hashing thread");
+    let lowered = rustix::process::getpriority_process(None).and_then(|nice| {
+        let target = (nice + HASH_NICE_STEPS).min(NICEST);
+        rustix::process::setpriority_process(None, target).map(|()| (nice, target))
+    });
+    match lowered {
+        Ok((nice, target)) if target - nice < HASH_NICE_STEPS => tracing::warn!(
+            process_nice = nice,
+            hashing_nice = target,
+            "the process runs at a nice value so high that password hashing gets little or no lower priority; \
+             start it at nice 9 or lower"
+        ),
+        Ok(_) => {}
+        Err(error) => tracing::warn!(%error, "cannot lower the priority of a password hashing thread"),
     }
 }
+
+/// Elsewhere the nice value may belong to the whole process, so hashing
+/// threads keep the process's priority.
+#[cfg(not(target_os = "linux"))]
+fn lower_priority() {}
 
 fn verify_argon2(argon2: &Argon2<'_>, password: &str, stored: &str, current: Argon2Settings) -> Verification {
     let Ok(parsed) = PasswordHash::new(stored) else { return Verification::Invalid };
@@ -219,12 +239,13 @@ mod tests {
         assert_eq!(new.verify("correct horse battery staple".into(), Some(hash)).await.unwrap(), Verification::Valid { rehash: true });
     }
 
+    #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn hashing_threads_run_at_lower_priority() {
         let own = rustix::process::getpriority_process(None).unwrap();
         let hasher = Hasher::new(cheap(1024), 1).unwrap();
         let hashing = hasher.blocking(|| rustix::process::getpriority_process(None).unwrap()).await.unwrap();
-        assert_eq!(hashing, (own + HASH_NICE_STEPS).min(19));
+        assert_eq!(hashing, (own + HASH_NICE_STEPS).min(NICEST));
         assert_eq!(rustix::process::getpriority_process(None).unwrap(), own, "the caller's priority is unchanged");
     }
 

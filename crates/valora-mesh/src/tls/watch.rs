@@ -50,11 +50,17 @@ fn watch_changes(dirs: &[PathBuf]) -> (Option<RecommendedWatcher>, mpsc::Unbound
     (Some(watcher), rx)
 }
 
-/// Reports whether `event` may have changed a file. Opening and reading a
-/// file is not a change: the reload itself opens every file, so counting
-/// those events would make each reload trigger the next.
+/// Reports whether `event` may have changed a file. Opening, reading and
+/// closing a file without writing are not changes: the reload itself opens
+/// every file, so counting those events would make each reload trigger the
+/// next. Closing a file after writing is one.
 fn is_change(event: &notify::Event) -> bool {
-    !matches!(event.kind, notify::EventKind::Access(_))
+    use notify::event::{AccessKind, AccessMode};
+    match event.kind {
+        notify::EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        notify::EventKind::Access(_) => false,
+        _ => true,
+    }
 }
 
 impl MeshTls {
@@ -169,5 +175,32 @@ mod tests {
 
         std::fs::write(&file, "second").unwrap();
         assert!(signalled(&mut rx, Duration::from_secs(5)).await, "writing signalled no change");
+    }
+
+    /// A Kubernetes secret volume: the files are links through `..data`,
+    /// itself a link to a dated folder, and an update renames a new
+    /// `..data` link over the old one.
+    #[tokio::test]
+    async fn secret_volume_update_is_a_change() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir(root.join("..2026_12_04_old")).unwrap();
+        std::fs::write(root.join("..2026_12_04_old/tls.crt"), "old").unwrap();
+        symlink("..2026_12_04_old", root.join("..data")).unwrap();
+        symlink("..data/tls.crt", root.join("tls.crt")).unwrap();
+        let (_watcher, mut rx) = watch_changes(&[root.to_path_buf()]);
+
+        std::fs::read(root.join("tls.crt")).unwrap();
+        assert!(!signalled(&mut rx, Duration::from_millis(500)).await, "reading through the links signalled a change");
+
+        std::fs::create_dir(root.join("..2026_12_05_new")).unwrap();
+        std::fs::write(root.join("..2026_12_05_new/tls.crt"), "new").unwrap();
+        // Only the swap below counts: the new folder's own events go first.
+        signalled(&mut rx, Duration::from_millis(500)).await;
+        symlink("..2026_12_05_new", root.join("..data_tmp")).unwrap();
+        std::fs::rename(root.join("..data_tmp"), root.join("..data")).unwrap();
+        assert!(signalled(&mut rx, Duration::from_secs(5)).await, "the link swap signalled no change");
+        assert_eq!(std::fs::read_to_string(root.join("tls.crt")).unwrap(), "new");
     }
 }
