@@ -244,6 +244,32 @@ async fn until_serving(edge: SocketAddr, cluster: &Cluster) {
     }
 }
 
+/// Waits until the edge with admin address `admin` counts `count` healthy
+/// replicas of each upstream, so that calls go round-robin over all of them.
+async fn until_replicas_healthy(admin: SocketAddr, count: usize, cluster: &Cluster) {
+    let started = Instant::now();
+    loop {
+        let text = http_get(&format!("http://{admin}/metrics")).await;
+        let healthy = |upstream: &str| {
+            text.lines().any(|line| {
+                line.starts_with("valora_upstream_replicas{")
+                    && line.contains(&format!("upstream=\"{upstream}\""))
+                    && line.contains("state=\"healthy\"")
+                    && line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) == Some(count as f64)
+            })
+        };
+        if healthy("marketplace") && healthy("auth") {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the edge at {admin} never saw {count} healthy replicas of each service\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Webhook ids seen by `receiver` for listing.created events, with how
 /// often each arrived, keyed by listing id.
 fn created_deliveries(receiver: &Receiver) -> (HashMap<String, usize>, HashSet<String>) {
@@ -335,6 +361,9 @@ async fn replicas_share_state_and_survive_kills() {
     let edges: Vec<SocketAddr> = cluster.edges.iter().map(|e| e.addr).collect();
     for edge in &edges {
         until_serving(*edge, &cluster).await;
+    }
+    for edge in &cluster.edges {
+        until_replicas_healthy(edge.admin, 2, &cluster).await;
     }
 
     // Two receivers, registered through the first edge.
