@@ -72,6 +72,11 @@ mod tests {
     #[test]
     fn installing_metrics_starts_upkeep() {
         install_metrics();
-        assert!(thread_names().iter().any(|name| name == UPKEEP_THREAD), "threads: {:?}", thread_names());
+        // A new thread sets its own name once it runs, so allow it a moment.
+        let started = std::time::Instant::now();
+        while !thread_names().iter().any(|name| name == UPKEEP_THREAD) {
+            assert!(started.elapsed() < Duration::from_secs(5), "no upkeep thread among {:?}", thread_names());
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }
