@@ -389,13 +389,17 @@ h2load_run() {
     CPU_UTIL=$(calc "($t1 - $t0) / $CLK_TCK / $(field "$parsed" seconds)")
 }
 
-# check_counts WHAT COMPONENT BEFORE AFTER FINISHED STARTED
+# check_counts WHAT COMPONENT BEFORE AFTER FINISHED STARTED: at least
+# FINISHED calls OK, and no more calls counted than STARTED. A call the
+# client started but did not finish was cut when the client stopped, at
+# any point of its way, so it may end with any code. So at most
+# STARTED - FINISHED calls may have a code other than OK.
 check_counts() {
     local ok cancelled bad
     ok=$(( $(field "$4" ok) - $(field "$3" ok) ))
     cancelled=$(( $(field "$4" cancelled) - $(field "$3" cancelled) ))
     bad=$(( $(field "$4" bad) - $(field "$3" bad) ))
-    if [ "$bad" -ne 0 ] || [ "$ok" -lt "$5" ] || [ $((ok + cancelled)) -gt "$6" ]; then
+    if [ "$ok" -lt "$5" ] || [ $((ok + cancelled + bad)) -gt "$6" ]; then
         fail "$1: $2 counted $ok OK, $cancelled Cancelled and $bad other GetListing calls; client finished $5 of $6 started"
     fi
 }

@@ -1714,7 +1714,7 @@ async fn futures_ready(response: &mut h2::client::ResponseFuture) -> bool {
 
 /// Clients that never finish: idle TCP connections, HTTP/1.1 requests
 /// whose headers arrive one byte per second, a partial HTTP/2 preface, and
-/// HTTP/2 streams that send headers and never a body. Watched for 13
+/// HTTP/2 streams that send headers and never a body. Watched for 16
 /// seconds, past the documented 10-second header limit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_clients() {
@@ -1722,7 +1722,9 @@ async fn slow_clients() {
     let edge = mesh.edge();
     let watch = Watch::start(&mesh).await;
     let started = Instant::now();
-    let watched = Duration::from_secs(13);
+    // The 10-second limit counts from when the edge accepts a connection,
+    // which on a busy machine can come seconds after 700 clients connect.
+    let watched = Duration::from_secs(16);
     let kinds: [(&str, usize, &[u8], bool); 4] = [
         ("idle TCP", 300, b"", false),
         ("HTTP/1.1 headers at 1 byte/s", 100, b"POST /valora.marketplace.v1.MarketplaceService/ListListings HTTP/1.1\r\nhost: a\r\n", true),
