@@ -150,8 +150,10 @@ impl RouterState {
         let path = request.uri().path().to_owned();
         let peer = request.extensions().get::<ClientAddr>().map(|c| c.0.ip());
         let client = peer.map(|peer| self.proxies.client_addr(peer, request.headers()));
-        if let Some(client) = client {
-            valora_telemetry::observe::record("client_addr", &client.to_string());
+        // Formatted once, for the span and for the internal hop's header.
+        let client_text = client.map(|c| c.to_string());
+        if let Some(text) = &client_text {
+            valora_telemetry::observe::record("client_addr", text);
         }
         if KEY_EXEMPT_PATHS.contains(&path.as_str()) {
             return self.local(request).await;
@@ -221,7 +223,7 @@ impl RouterState {
         }
         let mut response = match self.upstreams.get(service) {
             Some(upstream) => {
-                forward(upstream, request, &principal, client, arrived, self.max_message_bytes).await
+                forward(upstream, request, &principal, client_text.as_deref(), arrived, self.max_message_bytes).await
             }
             None => Status::unimplemented(format!("unknown service {service}")).into_http(),
         };
@@ -280,7 +282,7 @@ async fn forward(
     upstream: &Upstream,
     request: Request<Body>,
     principal: &Principal,
-    client: Option<std::net::IpAddr>,
+    client: Option<&str>,
     arrived: Instant,
     max_message_bytes: usize,
 ) -> Response<Body> {
@@ -296,8 +298,7 @@ async fn forward(
         Err(status) => return status.into_http(),
     };
     let mut request = Request::from_parts(parts, body);
-    let client = client.map(|c| c.to_string());
-    prepare_headers(request.headers_mut(), principal, client.as_deref());
+    prepare_headers(request.headers_mut(), principal, client);
 
     let remaining = budget.map(|b| b.saturating_sub(arrived.elapsed()));
     if let Some(remaining) = remaining {
