@@ -16,10 +16,10 @@
 #              targets (the full run does the same).
 #   --rounds   rounds per comparison (default 5)
 #   --seconds  measured seconds per run (default 8)
-#   --only     comma-separated comparisons to run, of memory,
-#              edge_vs_nginx, latency, tls_vs_h2c, grpc_web, rejections,
-#              tls_burst and login_storm; without edge_vs_nginx the edge's
-#              throughput is taken as 200 calls/s (half load 100 calls/s)
+#   --only     comma-separated comparisons to run: memory, edge_vs_nginx,
+#              latency, tls_vs_h2c, grpc_web, rejections, tls_burst,
+#              login_storm. Without edge_vs_nginx the edge's throughput is
+#              taken as 200 calls/s, so half load is 100 calls/s.
 #   --out      folder for the raw results and the table (default
 #              target/bench-results/DATE)
 #

@@ -3,9 +3,9 @@
 #
 #   scripts/scan.sh [deny] [buf] [tls]     (all three when none is named)
 #
-# deny  cargo-deny: advisories from the offline RustSec snapshot in
-#       ../shared/advisory-db, licences, banned crates and sources
-#       (deny.toml).
+# deny  cargo-deny: advisories from an offline RustSec snapshot (the
+#       folder VALORA_ADVISORY_SNAPSHOT names), licences, banned crates and
+#       sources (deny.toml).
 # buf   buf lint on proto/, and buf breaking against the main branch and,
 #       when there is one, the commit before HEAD.
 # tls   sslscan, plus handshakes this script writes itself, against the

@@ -41,7 +41,7 @@ struct KeySet {
     json: String,
 }
 
-/// Why a token failed [`TokenValidator::validate`].
+/// Reason a token failed [`TokenValidator::validate`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TokenError {
     /// Malformed, badly signed, expired, or for another issuer, audience
@@ -51,8 +51,8 @@ pub enum TokenError {
     UnknownKey,
 }
 
-/// Token checks against a set of Ed25519 public keys, the part of
-/// [`BearerVerifier`] that needs no network.
+/// Validator of bearer tokens against a set of Ed25519 public keys. It is
+/// the part of [`BearerVerifier`] that needs no network.
 pub struct TokenValidator {
     validation: Validation,
     keys: ArcSwap<KeySet>,

@@ -111,7 +111,7 @@ async fn bad_inputs_name_their_field_and_change_nothing() {
     let status = client.rotate_plan(rotate).await.unwrap_err();
     assert_eq!(status.code(), Code::NotFound, "rotate unknown plan: {status:?}");
 
-    // The database holds exactly the seed listing, unchanged, and no plan.
+    // The database contains exactly the seed listing, unchanged, and no plan.
     let listed = client.list_listings(ListListingsRequest::default()).await.unwrap().into_inner();
     assert_eq!(listed.listings, vec![seed.clone()]);
     let plans = client

@@ -56,8 +56,8 @@ pub const HASH_NICE_STEPS: i32 = 10;
 type Job = Box<dyn FnOnce() + Send>;
 
 /// Password hasher and verifier that runs on `concurrency` dedicated
-/// threads, so a login storm cannot exhaust memory (each hash takes
-/// `memory_kib`).
+/// threads. Each hash takes `memory_kib`, so a fixed thread count bounds
+/// the memory a login storm can take.
 ///
 /// The threads run [`HASH_NICE_STEPS`] below the process, so the async
 /// runtime's threads run first whenever they have work, and hashes use the
@@ -180,9 +180,10 @@ fn start_threads(count: usize) -> Result<mpsc::Sender<Job>, HashError> {
 const NICEST: i32 = 19;
 
 /// Lowers the calling thread's CPU priority by [`HASH_NICE_STEPS`], or to
-/// the lowest priority when the process is already close to it. On Linux
-/// the nice value belongs to each thread, and process id 0 names the
-/// calling thread. Lowering needs no privilege. A failure only costs
+/// the lowest priority when the process is already close to it.
+///
+/// On Linux the nice value belongs to each thread, and process id 0 names
+/// the calling thread. Lowering needs no privilege. A failure only costs
 /// latency, so it is logged and hashing goes on.
 #[cfg(target_os = "linux")]
 fn lower_priority() {
